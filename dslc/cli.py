@@ -1,0 +1,47 @@
+"""`dslc` command line: a thin dispatcher over dslc/commands/<name>.py.
+
+Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+Exit codes: 0 fine, 1 errors in the user's program, 2 usage error or missing file, 3 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dslc import __version__
+    parser = argparse.ArgumentParser(prog="dslc", description="Compile neural networks written as .net text.")
+    parser.add_argument("--version", action="version", version=f"dslc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"dslc.commands.{name}")
+        except ModuleNotFoundError:
+            continue  # command not built yet
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

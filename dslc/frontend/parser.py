@@ -1,0 +1,309 @@
+"""Parse .net text into the AST (dslc/frontend/ast.py); syntax errors become diagnostics in plain words."""
+from __future__ import annotations
+
+import ast as pyast
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from dslc.diagnostics import Span, UserError
+from dslc.frontend import ast as A
+
+
+def grammar_text() -> str:
+    """The grammar ships inside the wheel as the package `dslc.grammars`; in a checkout it is grammars/."""
+    try:
+        from importlib.resources import files
+        return files("dslc.grammars").joinpath("dslc.lark").read_text()
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parents[2] / "grammars" / "dslc.lark").read_text()
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+
+
+# Terminal names in Lark's messages, in the words a user reads.
+TERMINAL_WORDS = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string", "DTYPE": "a dtype (f32, i64, ...)",
+    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
+    "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "SEMICOLON": "`;`", "PLUS": "`+`",
+    "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`", "AT": "`@`", "PERCENT": "`%`", "QMARK": "`?`",
+    "COMP_OP": "a comparison", "__ANON_0": "`|>`", "DOCSTRING": "a docstring", "$END": "end of file",
+}
+
+
+def _word(term: str) -> str:
+    if term in TERMINAL_WORDS:
+        return TERMINAL_WORDS[term]
+    try:
+        pattern = _parser().get_terminal(term).pattern
+        if pattern.type == "str":
+            return f"`{pattern.value}`"
+    except (KeyError, AttributeError):
+        pass
+    return term.lower()
+
+
+EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "PERCENT", "COMP_OP", "QMARK", "AND", "OR", "__ANON_0",
+             "DOUBLESTAR", "DOUBLESLASH", "LPAR", "LSQB", "DOT", "AS"}
+
+
+def _expected(expected) -> str:
+    expected = set(expected)
+    words = set()
+    if len(expected & EXPRESSION_START) >= 4:
+        expected -= EXPRESSION_START
+        words.add("an expression")
+    if len(expected & OPERATORS) >= 4:
+        expected -= OPERATORS
+        words.add("an operator")
+    words |= {_word(t) for t in expected}
+    words = sorted(words)
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"`{tok.value}`" if len(str(tok.value)) < 30 else f"`{str(tok.value)[:27]}...`"
+
+
+def syntax_error(e: UnexpectedInput, file: str, text: str) -> UserError:
+    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        msg = f"unexpected character `{ch}`"
+        hint = "comments start with `#`; strings use double quotes" if ch in "'/" else None
+        return UserError(msg, Span(file, line, col, line, col + 1), hint)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        last = len(lines)
+        span = Span(file, last, max(len(lines[-1]), 1))
+        exp = getattr(e, "expected", None) or getattr(e, "accepts", None) or []
+        hint = "a `{` is not closed" if text.count("{") > text.count("}") else None
+        return UserError(f"unexpected end of file, expected {_expected(exp)}", span, hint)
+    tok = e.token
+    exp = e.accepts or e.expected
+    span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+    hint = None
+    if tok.type == "EQUAL" and "RPAR" in exp:
+        hint = "keyword arguments are written `name=value`; the name must be a plain name"
+    elif tok.value in ("import", "block", "network", "train"):
+        hint = "the previous declaration is not finished: is a `}` missing?"
+    elif "RBRACE" in exp and tok.type in ("NAME",):
+        hint = "is an operator or `|>` missing between two expressions?"
+    return UserError(f"unexpected {_token_text(tok)}, expected {_expected(exp)}", span, hint)
+
+
+@v_args(meta=True, inline=True)
+class ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> Span | None:
+        if getattr(meta, "empty", True):
+            return None
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # ---- module ----
+    def start(self, meta, *items):
+        doc = ""
+        if items and isinstance(items[0], Token) and items[0].type == "DOCSTRING":
+            doc = items[0].value[3:-3].strip()
+            items = items[1:]
+        elif items and items[0] is None:
+            items = items[1:]
+        mod = A.Module(self.file, doc, [], [], [], [], span=self._span(meta))
+        for it in items:
+            if isinstance(it, A.Import):
+                mod.imports.append(it)
+            elif isinstance(it, A.BlockDef):
+                it.module = mod
+                (mod.networks if it.kind == "network" else mod.blocks).append(it)
+            elif isinstance(it, A.TrainDef):
+                mod.trains.append(it)
+        return mod
+
+    def import_file(self, meta, s):
+        return A.Import(_unquote(s), False, span=self._span(meta))
+
+    def import_std(self, meta, name):
+        return A.Import(name, True, span=self._span(meta))
+
+    def dotted_name(self, meta, *parts):
+        return ".".join(str(p) for p in parts)
+
+    def block_def(self, meta, name, params, body):
+        return A.BlockDef(str(name), params or [], body, "block", span=self._tspan(name))
+
+    def network_def(self, meta, name, params, body):
+        return A.BlockDef(str(name), params or [], body, "network", span=self._tspan(name))
+
+    def train_def(self, meta, name, body):
+        return A.TrainDef(str(name) if name else None, body, span=self._span(meta))
+
+    def params(self, meta, *ps):
+        return list(ps)
+
+    def tensor_param(self, meta, name, t):
+        return A.Param(str(name), type=t, span=self._tspan(name))
+
+    def default_param(self, meta, name, e):
+        return A.Param(str(name), default=e, has_default=True, span=self._tspan(name))
+
+    def plain_param(self, meta, name):
+        return A.Param(str(name), span=self._tspan(name))
+
+    def type_expr(self, meta, dtype, *dims):
+        ds = []
+        for d in dims:
+            if d is None:
+                continue
+            ds.append(int(d) if d.type == "INT" else str(d))
+        return A.TypeExpr(str(dtype), ds, span=self._span(meta))
+
+    def body(self, meta, *stmts):
+        return [s for s in stmts if s is not None and not (isinstance(s, Token))]
+
+    # ---- statements ----
+    def assign(self, meta, *parts):
+        *names, value = parts
+        return A.Assign([str(n) for n in names], value, span=self._span(meta))
+
+    def return_stmt(self, meta, *values):
+        return A.Return(list(values), span=self._span(meta))
+
+    def if_stmt(self, meta, *parts):
+        parts = list(parts)
+        orelse = parts.pop() if len(parts) % 2 == 1 else None
+        branches = [(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+        return A.If(branches, orelse, span=self._span(meta))
+
+    def target_decl(self, meta, name, t):
+        return A.TargetDecl(str(name), t, span=self._tspan(name))
+
+    # ---- expressions ----
+    def pipeline(self, meta, source, stage):
+        return A.Pipeline(source, stage, span=stage.span)
+
+    def name_stage(self, meta, name, alias):
+        return A.Call(str(name), [], [], str(alias) if alias else None, func_span=self._tspan(name),
+                      span=self._span(meta))
+
+    def call_stage(self, meta, name, args, alias):
+        pos, kw = args or ([], [])
+        return A.Call(str(name), pos, kw, str(alias) if alias else None, func_span=self._tspan(name),
+                      span=self._span(meta))
+
+    def repeat(self, meta, head, alias, *stages):
+        index, start, stop = head
+        return A.Repeat(index, start, stop, str(alias) if alias else None, list(stages), span=self._span(meta))
+
+    def range_index(self, meta, name, start, stop):
+        return (str(name), start, stop)
+
+    def range_count(self, meta, count):
+        return (None, None, count)
+
+    def cond(self, meta, test, then, orelse):
+        return A.Cond(test, then, orelse, span=self._span(meta))
+
+    def or_(self, meta, a, b):
+        return A.BinOp("or", a, b, span=self._span(meta))
+
+    def and_(self, meta, a, b):
+        return A.BinOp("and", a, b, span=self._span(meta))
+
+    def not_(self, meta, a):
+        return A.Unary("not", a, span=self._span(meta))
+
+    def compare(self, meta, a, op, b):
+        return A.Compare(str(op), a, b, span=self._span(meta))
+
+    def _bin(op):
+        def f(self, meta, a, b):
+            return A.BinOp(op, a, b, span=self._span(meta))
+        return f
+
+    add, sub, mul, div = _bin("add"), _bin("sub"), _bin("mul"), _bin("div")
+    floordiv, mod, matmul, pow_ = _bin("floordiv"), _bin("mod"), _bin("matmul"), _bin("pow")
+
+    def neg(self, meta, a):
+        return A.Unary("neg", a, span=self._span(meta))
+
+    def call(self, meta, func, args, alias):
+        pos, kw = args or ([], [])
+        if not isinstance(func, A.Name):
+            raise UserError("only named blocks and ops can be called", func.span)
+        return A.Call(func.id, pos, kw, str(alias) if alias else None, func_span=func.span, span=self._span(meta))
+
+    def attr(self, meta, obj, name):
+        return A.Attr(obj, str(name), span=self._span(meta))
+
+    def index(self, meta, obj, idx):
+        return A.Index(obj, idx, span=self._span(meta))
+
+    def name(self, meta, tok):
+        return A.Name(str(tok), span=self._tspan(tok))
+
+    def int_(self, meta, tok):
+        return A.Const(int(tok), span=self._tspan(tok))
+
+    def float_(self, meta, tok):
+        return A.Const(float(tok), span=self._tspan(tok))
+
+    def string(self, meta, tok):
+        return A.Const(_unquote(tok), span=self._tspan(tok))
+
+    def true(self, meta):
+        return A.Const(True, span=self._span(meta))
+
+    def false(self, meta):
+        return A.Const(False, span=self._span(meta))
+
+    def list_(self, meta, *items):
+        return A.ListExpr([i for i in items if i is not None], span=self._span(meta))
+
+    def args(self, meta, *items):
+        pos, kw = [], []
+        for it in items:
+            if isinstance(it, tuple) and len(it) == 3 and it[0] == "__kw__":
+                kw.append(it[1])
+            else:
+                if kw:
+                    raise UserError("a positional argument cannot follow keyword arguments", it.span)
+                pos.append(it)
+        return (pos, kw)
+
+    def kwarg(self, meta, name, value):
+        return ("__kw__", (str(name), value, self._tspan(name)), None)
+
+
+def _unquote(tok) -> str:
+    return pyast.literal_eval(str(tok))
+
+
+def parse(text: str, file: str) -> A.Module:
+    """Parse one file; raises UserError (a syntax error in plain words)."""
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise syntax_error(e, file, text) from None
+    try:
+        return ToAst(file).transform(tree)
+    except Exception as e:  # lark wraps transformer errors in VisitError
+        inner = getattr(e, "orig_exc", e)
+        if isinstance(inner, UserError):
+            raise inner from None
+        raise

@@ -1,0 +1,103 @@
+"""The `train { }` section: its keys, the optimiser / schedule / data calls it may make, their defaults."""
+from __future__ import annotations
+
+from typing import Any
+
+from dslc.diagnostics import Diagnostics, Span, UserError, did_you_mean
+
+# function -> (kind, ordered parameters with defaults). A default of None means optional, absent.
+TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("optimizer", {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}),
+    "adam": ("optimizer", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}),
+    "adamw": ("optimizer", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}),
+    "constant": ("schedule", {}),
+    "step": ("schedule", {"step_size": 1, "gamma": 0.1, "warmup": 0}),
+    "cosine": ("schedule", {"warmup": 0, "min_lr": 0.0}),
+    "linear2d": ("data", {"n": 200, "seed": 0}),
+    "nonseparable2d": ("data", {"n": 400, "seed": 0}),
+    "rosenbrock": ("data", {"n": 400, "seed": 0}),
+    "sinxsiny": ("data", {"n": 400, "seed": 0}),
+    "mnist": ("data", {"dir": None, "train": 8000}),
+    "npz": ("data", {"path": None}),
+    "csv": ("data", {"path": None, "target": -1}),
+}
+
+KEYS: dict[str, str] = {
+    "optimizer": "optimizer", "schedule": "schedule", "data": "data", "epochs": "positive int",
+    "batch_size": "positive int", "seed": "int", "clip": "positive number", "val_split": "fraction",
+    "metric": "metric", "shuffle": "bool", "checkpoint_every": "positive int",
+}
+METRICS = ("accuracy", "mse", "rmse", "none")
+DEFAULTS = {"optimizer": {"name": "adam", **TRAIN_FUNCTIONS["adam"][1]}, "schedule": None, "data": None,
+            "epochs": 10, "batch_size": 32, "seed": 0, "clip": None, "val_split": 0.0, "metric": None,
+            "shuffle": True, "checkpoint_every": 0}
+
+
+class TrainConfig:
+    def __init__(self, span: Span | None):
+        self.span = span
+        self.values: dict[str, Any] = {}
+        self.loss: tuple[str, int] | None = None
+        self.loss_span: Span | None = None
+
+    def config_call(self, c, args, kwargs) -> dict:
+        kind, params = TRAIN_FUNCTIONS[c.func]
+        names = list(params)
+        if len(args) > len(names):
+            raise UserError(f"`{c.func}` takes at most {len(names)} arguments, got {len(args)}", c.span,
+                            f"signature: {c.func}({', '.join(names)})")
+        out = {"name": c.func, "kind": kind}
+        out.update({k: v for k, v in params.items() if v is not None})
+        for k, v in zip(names, args):
+            out[k] = v
+        for k, v, span in kwargs:
+            if k not in params:
+                raise UserError(f"`{c.func}` has no argument `{k}`", span,
+                                did_you_mean(k, names) or f"signature: {c.func}({', '.join(names)})")
+            out[k] = v
+        for k, v in out.items():
+            default = params.get(k)
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and k != "name":
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise UserError(f"`{k}` of `{c.func}` must be a number, got {v!r}", c.span)
+        if kind == "data" and c.func in ("npz", "csv") and "path" not in out:
+            raise UserError(f"`{c.func}` needs a `path`", c.span, f'e.g. {c.func}(path="data.{c.func}")')
+        return out
+
+    def set(self, key: str, value, span: Span | None, value_span: Span | None) -> None:
+        if key not in KEYS:
+            raise UserError(f"unknown train setting `{key}`", span,
+                            did_you_mean(key, list(KEYS) + ["loss"]) or f"settings: loss, {', '.join(KEYS)}")
+        want = KEYS[key]
+        where = value_span or span
+        if want in ("optimizer", "schedule", "data"):
+            if not isinstance(value, dict) or value.get("kind") != want:
+                names = [n for n, (k, _) in TRAIN_FUNCTIONS.items() if k == want]
+                raise UserError(f"`{key}` must be one of {', '.join(n + '(...)' for n in names)}", where)
+        elif want in ("positive int", "int"):
+            if not isinstance(value, int) or isinstance(value, bool) or (want == "positive int" and value <= 0):
+                raise UserError(f"`{key}` must be a {want.replace('int', 'integer')}, got {value!r}", where)
+        elif want == "positive number":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"`{key}` must be a positive number, got {value!r}", where)
+        elif want == "fraction":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise UserError(f"`{key}` must be a fraction in [0, 1), got {value!r}", where)
+        elif want == "metric":
+            if value not in METRICS:
+                raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {value!r}", where)
+        elif want == "bool":
+            if not isinstance(value, bool):
+                raise UserError(f"`{key}` must be true or false", where)
+        self.values[key] = value
+
+    def finish(self, diags: Diagnostics) -> dict | None:
+        if self.loss is None:
+            diags.error("the train section has no loss", self.span,
+                        "add e.g. `loss = cross_entropy(logits, label)` with `target label: i64[N]`")
+        out = dict(DEFAULTS)
+        out.update(self.values)
+        for k in ("optimizer", "schedule", "data"):
+            if isinstance(out.get(k), dict):
+                out[k] = {kk: vv for kk, vv in out[k].items() if kk != "kind"}
+        return out

@@ -1,0 +1,284 @@
+"""2-D convolution kernels (NCHW) on BLAS: im2col + one GEMM, col2im as slice-adds over kernel offsets.
+
+Layout: the column matrix is (N*OH*OW, G*KH*KW*Cg) -- rows are output pixels, each row's columns ordered
+(group, kernel row, kernel col, channel-in-group) -- built from an NHWC copy of the padded input so that every
+kernel offset copies contiguous channel runs, and the GEMM operands are contiguous (or BLAS-strided) with no
+hidden copies. Depthwise convolutions (one input channel per group) skip im2col: a loop over kernel offsets of
+broadcast multiply-adds. Everything is written once per kernel offset, never per sample or per pixel.
+
+conv_transpose2d is the input-gradient of conv2d (and its input-gradient is conv2d), so the same three kernels
+serve both ops:
+    conv2d(x, w)               y = x (*) w
+    conv2d_grad_input(gy, w)   dL/dx
+    conv2d_grad_weight(x, gy)  dL/dw
+Pads are (top, left, bottom, right) = ONNX order (begin..., end...). Arrays keep their dtype (float32 / float64).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Geom:
+    N: int
+    C: int
+    H: int
+    W: int
+    O: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    pb: int
+    pr: int
+    G: int
+    OH: int
+    OW: int
+
+    @property
+    def Cg(self) -> int:
+        return self.C // self.G
+
+    @property
+    def Og(self) -> int:
+        return self.O // self.G
+
+    @property
+    def Hp(self) -> int:
+        return self.H + self.pt + self.pb
+
+    @property
+    def Wp(self) -> int:
+        return self.W + self.pl + self.pr
+
+    @property
+    def depthwise(self) -> bool:
+        return self.Cg == 1 and self.G > 1
+
+
+def same_upper_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """ONNX SAME_UPPER pads (begin, end) for one dim of a known size."""
+    eff = d * (k - 1) + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def geom(x_shape, w_shape, stride, pads, dilation, groups) -> Geom:
+    """Geometry of conv2d(x, w); pads None = SAME_UPPER computed from x's size."""
+    N, C, H, W = x_shape
+    O, Cg, KH, KW = w_shape
+    sh, sw = stride
+    dh, dw = dilation
+    if pads is None:
+        (pt, pb), (pl, pr) = same_upper_pads(H, KH, sh, dh), same_upper_pads(W, KW, sw, dw)
+    else:
+        pt, pl, pb, pr = pads
+    OH = (H + pt + pb - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + pl + pr - dw * (KW - 1) - 1) // sw + 1
+    assert Cg * groups == C and O % groups == 0, (x_shape, w_shape, groups)
+    return Geom(N, C, H, W, O, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, groups, OH, OW)
+
+
+def _win(g: Geom, i: int, j: int):
+    """Row / column slices of the padded input read by kernel offset (i, j) for every output pixel."""
+    r0, c0 = i * g.dh, j * g.dw
+    return slice(r0, r0 + g.sh * (g.OH - 1) + 1, g.sh), slice(c0, c0 + g.sw * (g.OW - 1) + 1, g.sw)
+
+
+def _pad_nchw(x: np.ndarray, g: Geom) -> np.ndarray:
+    if not (g.pt or g.pl or g.pb or g.pr):
+        return x
+    xp = np.zeros((g.N, g.C, g.Hp, g.Wp), x.dtype)
+    xp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = x
+    return xp
+
+
+def im2col(x: np.ndarray, g: Geom) -> np.ndarray:
+    """(N, C, H, W) -> (N*OH*OW, G*KH*KW*Cg), columns ordered (group, kh, kw, channel-in-group)."""
+    xn = np.zeros((g.N, g.Hp, g.Wp, g.C), x.dtype)  # padded NHWC: offsets copy contiguous channel runs
+    xn[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W, :] = x.transpose(0, 2, 3, 1)
+    xn = xn.reshape(g.N, g.Hp, g.Wp, g.G, g.Cg)
+    col = np.empty((g.N, g.OH, g.OW, g.G, g.KH, g.KW, g.Cg), x.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            col[:, :, :, :, i, j, :] = xn[:, rs, cs]
+    return col.reshape(g.N * g.OH * g.OW, g.G * g.KH * g.KW * g.Cg)
+
+
+def col2im(gcol: np.ndarray, g: Geom) -> np.ndarray:
+    """Adjoint of im2col: (N*OH*OW, G*KH*KW*Cg) (or any view of that shape) -> (N, C, H, W)."""
+    gcol = gcol.reshape(g.N, g.OH, g.OW, g.G, g.KH, g.KW, g.Cg)
+    gxn = np.zeros((g.N, g.Hp, g.Wp, g.G, g.Cg), gcol.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            gxn[:, rs, cs] += gcol[:, :, :, :, i, j, :]
+    gxn = gxn.reshape(g.N, g.Hp, g.Wp, g.C)[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W, :]
+    return np.ascontiguousarray(gxn.transpose(0, 3, 1, 2))
+
+
+def _wmat(w: np.ndarray, g: Geom) -> np.ndarray:
+    """(O, Cg, KH, KW) -> (G, KH*KW*Cg, Og), rows ordered like im2col's columns."""
+    w = w.reshape(g.G, g.Og, g.Cg, g.KH, g.KW).transpose(0, 3, 4, 2, 1)
+    return np.ascontiguousarray(w).reshape(g.G, g.KH * g.KW * g.Cg, g.Og)
+
+
+def _wmat_inv(wm: np.ndarray, g: Geom) -> np.ndarray:
+    """Inverse of _wmat: (G, KH*KW*Cg, Og) -> (O, Cg, KH, KW)."""
+    w = wm.reshape(g.G, g.KH, g.KW, g.Cg, g.Og).transpose(0, 4, 3, 1, 2)
+    return np.ascontiguousarray(w).reshape(g.O, g.Cg, g.KH, g.KW)
+
+
+def _to_rows(y: np.ndarray, g: Geom) -> np.ndarray:
+    """(N, O, OH, OW) -> (N*OH*OW, O) contiguous."""
+    return np.ascontiguousarray(y.transpose(0, 2, 3, 1)).reshape(g.N * g.OH * g.OW, g.O)
+
+
+def _from_rows(y2: np.ndarray, g: Geom, bias=None) -> np.ndarray:
+    """(N*OH*OW, O) -> (N, O, OH, OW) contiguous, bias added in the same pass."""
+    y4 = y2.reshape(g.N, g.OH, g.OW, g.O).transpose(0, 3, 1, 2)
+    out = np.empty((g.N, g.O, g.OH, g.OW), y2.dtype)
+    if bias is None:
+        np.copyto(out, y4)
+    else:
+        np.add(y4, bias.reshape(1, g.O, 1, 1), out=out)
+    return out
+
+
+def _grouped(m2: np.ndarray, G: int) -> np.ndarray:
+    """(M, G*K) -> (G, M, K) view (each group's block is a BLAS-strided matrix)."""
+    M = m2.shape[0]
+    return m2.reshape(M, G, -1).transpose(1, 0, 2)
+
+
+# ---- the three kernels ----------------------------------------------------------------------------------------
+
+def conv2d(x, w, g: Geom, bias=None):
+    """y = conv(x, w) + bias. Returns (y, col); col (None for depthwise) is reusable by conv2d_grad_weight."""
+    if g.depthwise:
+        return _dw_forward(x, w, g, bias), None
+    col = im2col(x, g)
+    if g.G == 1:
+        y2 = col @ _wmat(w, g)[0]
+    else:
+        y2 = np.matmul(_grouped(col, g.G), _wmat(w, g)).transpose(1, 0, 2).reshape(-1, g.O)
+    return _from_rows(y2, g, bias), col
+
+
+def conv2d_grad_input(gy, w, g: Geom):
+    """dL/dx of y = conv(x, w) given gy (N, O, OH, OW)."""
+    if g.depthwise:
+        return _dw_grad_input(gy, w, g)
+    gy2 = _to_rows(gy, g)
+    wm = _wmat(w, g)
+    if g.G == 1:
+        gcol = gy2 @ wm[0].T
+    else:
+        gcol = np.matmul(_grouped(gy2, g.G), wm.transpose(0, 2, 1)).transpose(1, 0, 2)  # (M, G, K) view
+    return col2im(gcol, g)
+
+
+def conv2d_grad_weight(x, gy, g: Geom, col=None):
+    """dL/dw of y = conv(x, w) given gy; pass the forward's col to skip recomputing im2col."""
+    if g.depthwise:
+        return _dw_grad_weight(x, gy, g)
+    if col is None:
+        col = im2col(x, g)
+    gy2 = _to_rows(gy, g)
+    if g.G == 1:
+        gwm = (col.T @ gy2)[None]
+    else:
+        gwm = np.matmul(_grouped(col, g.G).transpose(0, 2, 1), _grouped(gy2, g.G))
+    return _wmat_inv(gwm, g)
+
+
+# ---- depthwise (Cg == 1): broadcast multiply-adds per kernel offset ---------------------------------------------
+
+def _dw_forward(x, w, g: Geom, bias):
+    xp = _pad_nchw(x, g)
+    y = np.zeros((g.N, g.G, g.Og, g.OH, g.OW), x.dtype)
+    wr = w.reshape(g.G, g.Og, g.KH, g.KW)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            y += xp[:, :, None, rs, cs] * wr[None, :, :, i, j, None, None]
+    y = y.reshape(g.N, g.O, g.OH, g.OW)
+    if bias is not None:
+        y += bias.reshape(1, g.O, 1, 1)
+    return y
+
+
+def _dw_grad_input(gy, w, g: Geom):
+    gy5 = gy.reshape(g.N, g.G, g.Og, g.OH, g.OW)
+    wr = w.reshape(g.G, g.Og, g.KH, g.KW)
+    gxp = np.zeros((g.N, g.C, g.Hp, g.Wp), gy.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            if g.Og == 1:
+                gxp[:, :, rs, cs] += gy5[:, :, 0] * wr[None, :, 0, i, j, None, None]
+            else:
+                gxp[:, :, rs, cs] += np.einsum("ngohw,go->nghw", gy5, wr[:, :, i, j], optimize=True)
+    return np.ascontiguousarray(gxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W])
+
+
+def _dw_grad_weight(x, gy, g: Geom):
+    xp = _pad_nchw(x, g)
+    gy5 = gy.reshape(g.N, g.G, g.Og, g.OH, g.OW)
+    gw = np.empty((g.G, g.Og, g.KH, g.KW), gy.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            gw[:, :, i, j] = np.einsum("nghw,ngohw->go", xp[:, :, rs, cs], gy5, optimize=True)
+    return gw.reshape(g.O, 1, g.KH, g.KW)
+
+
+# ---- transposed convolution = the adjoint of conv2d ------------------------------------------------------------
+
+def transpose_geom(x_shape, w_shape, stride, pads, dilation, groups, output_padding) -> Geom:
+    """Geometry of the conv2d whose input-gradient is conv_transpose2d(x, w): its input is the transposed
+    conv's output (N, Cout, OH, OW), its output the transposed conv's input (N, Cin, H, W)."""
+    N, Cin, H, W = x_shape
+    _, Cog, KH, KW = w_shape
+    OH = (H - 1) * stride[0] - pads[0] - pads[2] + dilation[0] * (KH - 1) + output_padding[0] + 1
+    OW = (W - 1) * stride[1] - pads[1] - pads[3] + dilation[1] * (KW - 1) + output_padding[1] + 1
+    g = geom((N, Cog * groups, OH, OW), w_shape, stride, pads, dilation, groups)
+    assert (g.OH, g.OW) == (H, W), (g, x_shape)
+    return g
+
+
+def conv_transpose2d(x, w, g: Geom, bias=None):
+    """y = conv_transpose(x, w) + bias, w (Cin, Cout/G, KH, KW), g from transpose_geom."""
+    y = conv2d_grad_input(x, w, g)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_transpose2d_grads(gy, x, w, g: Geom, need_input=True):
+    """(dL/dx, dL/dw) of y = conv_transpose(x, w), sharing one im2col of gy."""
+    if g.depthwise:
+        gx = _dw_forward(gy, w, g, None) if need_input else None
+        return gx, _dw_grad_weight(gy, x, g)
+    col = im2col(gy, g)
+    gx = None
+    if need_input:
+        wm = _wmat(w, g)
+        if g.G == 1:
+            y2 = col @ wm[0]
+        else:
+            y2 = np.matmul(_grouped(col, g.G), wm).transpose(1, 0, 2).reshape(-1, g.O)
+        gx = _from_rows(y2, g)
+    return gx, conv2d_grad_weight(gy, x, g, col=col)
+
+
+__all__ = ["Geom", "geom", "same_upper_pads", "im2col", "col2im", "conv2d", "conv2d_grad_input",
+           "conv2d_grad_weight", "transpose_geom", "conv_transpose2d", "conv_transpose2d_grads"]

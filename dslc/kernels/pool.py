@@ -1,0 +1,214 @@
+"""Pooling / resampling kernels (NCHW; 1-D pooling goes through the 2-D path with H = 1).
+
+Every window reduction is a loop over the KH*KW kernel offsets, each a whole-tensor strided-slice operation
+(np.maximum / add): a 2x2 stride-2 max pool is four strided slices, ~35x faster than reshape + max, and no loop
+ever runs per sample or per output pixel. Backward scatters with slice-adds per offset (no np.add.at).
+Pads are (top, left, bottom, right) = ONNX (begin..., end...); ceil_mode windows that overhang the padded input
+see -inf (max) or nothing (average).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PoolGeom:
+    N: int
+    C: int
+    H: int
+    W: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+    pb: int
+    pr: int
+    OH: int
+    OW: int
+
+    @property
+    def Hx(self) -> int:  # rows of the working buffer: padded input plus any ceil-mode overhang
+        return max(self.H + self.pt + self.pb, (self.OH - 1) * self.sh + self.KH)
+
+    @property
+    def Wx(self) -> int:
+        return max(self.W + self.pl + self.pr, (self.OW - 1) * self.sw + self.KW)
+
+    @property
+    def plain(self) -> bool:
+        """No padding and no overhang: the input itself is the working buffer."""
+        return (self.Hx, self.Wx) == (self.H, self.W)
+
+
+def _out(n, k, s, pb, pe, ceil_mode):
+    num = n + pb + pe - k
+    if ceil_mode:
+        o = -(-num // s) + 1
+        if (o - 1) * s >= n + pb:
+            o -= 1
+        return o
+    return num // s + 1
+
+
+def pool_geom(x_shape, kernel, stride, pads, ceil_mode=False) -> PoolGeom:
+    """x_shape (N, C, H, W); kernel/stride 2-tuples; pads 4-tuple or None (= SAME_UPPER from the size)."""
+    N, C, H, W = x_shape
+    (KH, KW), (sh, sw) = kernel, stride
+    if pads is None:
+        def same(n, k, s):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            return total // 2, total - total // 2
+        (pt, pb), (pl, pr) = same(H, KH, sh), same(W, KW, sw)
+    else:
+        pt, pl, pb, pr = pads
+    return PoolGeom(N, C, H, W, KH, KW, sh, sw, pt, pl, pb, pr,
+                    _out(H, KH, sh, pt, pb, ceil_mode), _out(W, KW, sw, pl, pr, ceil_mode))
+
+
+def _win(g: PoolGeom, i: int, j: int):
+    return slice(i, i + g.sh * (g.OH - 1) + 1, g.sh), slice(j, j + g.sw * (g.OW - 1) + 1, g.sw)
+
+
+def _buffer(x: np.ndarray, g: PoolGeom, fill) -> np.ndarray:
+    if g.plain:
+        return x
+    xp = np.full((g.N, g.C, g.Hx, g.Wx), fill, x.dtype)
+    xp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = x
+    return xp
+
+
+def _crop(gxp: np.ndarray, g: PoolGeom) -> np.ndarray:
+    if g.plain:
+        return gxp
+    return np.ascontiguousarray(gxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W])
+
+
+def maxpool2d(x: np.ndarray, g: PoolGeom) -> np.ndarray:
+    xp = _buffer(x, g, -np.inf)
+    rs, cs = _win(g, 0, 0)
+    y = xp[:, :, rs, cs].copy()
+    for i in range(g.KH):
+        for j in range(g.KW):
+            if i or j:
+                rs, cs = _win(g, i, j)
+                np.maximum(y, xp[:, :, rs, cs], out=y)
+    return y
+
+
+def maxpool2d_grad(gy: np.ndarray, x: np.ndarray, y: np.ndarray, g: PoolGeom) -> np.ndarray:
+    """Route each output's gradient to the first (row-major) maximal element of its window, like PyTorch."""
+    xp = _buffer(x, g, -np.inf)
+    gxp = np.zeros(xp.shape, gy.dtype)
+    disjoint = g.sh >= g.KH and g.sw >= g.KW
+    rem = gy if g.KH * g.KW == 1 else gy.copy()
+    zero = gy.dtype.type(0)
+    last = (g.KH - 1, g.KW - 1)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            hit = xp[:, :, rs, cs] == y
+            if disjoint:
+                np.copyto(gxp[:, :, rs, cs], rem, where=hit)
+            else:
+                gxp[:, :, rs, cs] += np.where(hit, rem, zero)
+            if (i, j) != last:
+                rem = np.where(hit, zero, rem)
+    return _crop(gxp, g)
+
+
+def _window_sum(xp: np.ndarray, g: PoolGeom) -> np.ndarray:
+    rs, cs = _win(g, 0, 0)
+    s = xp[:, :, rs, cs].copy()
+    for i in range(g.KH):
+        for j in range(g.KW):
+            if i or j:
+                rs, cs = _win(g, i, j)
+                s += xp[:, :, rs, cs]
+    return s
+
+
+def _divisor(g: PoolGeom, count_include_pad: bool, dtype) -> np.ndarray:
+    """(1, 1, OH, OW) number of cells each window averages (PyTorch rules: padded cells count only with
+    count_include_pad; ceil-mode overhang never counts)."""
+    m = np.zeros((1, 1, g.Hx, g.Wx), dtype)
+    if count_include_pad:
+        m[:, :, :g.H + g.pt + g.pb, :g.W + g.pl + g.pr] = 1
+    else:
+        m[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = 1
+    return _window_sum(m, g)
+
+
+def avgpool2d(x: np.ndarray, g: PoolGeom, count_include_pad: bool = False) -> np.ndarray:
+    y = _window_sum(_buffer(x, g, 0), g)
+    if g.plain:
+        y *= x.dtype.type(1.0 / (g.KH * g.KW))
+    else:
+        y /= _divisor(g, count_include_pad, x.dtype)
+    return y
+
+
+def avgpool2d_grad(gy: np.ndarray, g: PoolGeom, count_include_pad: bool = False) -> np.ndarray:
+    if g.plain:
+        gs = gy * gy.dtype.type(1.0 / (g.KH * g.KW))
+    else:
+        gs = gy / _divisor(g, count_include_pad, gy.dtype)
+    gxp = np.zeros((g.N, g.C, g.Hx, g.Wx), gy.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            rs, cs = _win(g, i, j)
+            gxp[:, :, rs, cs] += gs
+    return _crop(gxp, g)
+
+
+# ---- resize ------------------------------------------------------------------------------------------------------
+
+def upsample_nearest(x: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    N, C, H, W = x.shape
+    return np.broadcast_to(x[:, :, :, None, :, None], (N, C, H, sh, W, sw)).reshape(N, C, H * sh, W * sw)
+
+
+def upsample_nearest_grad(gy: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    N, C, OH, OW = gy.shape
+    return gy.reshape(N, C, OH // sh, sh, OW // sw, sw).sum(axis=(3, 5))
+
+
+def interp_matrix(n_in: int, scale: int, align_corners: bool, dtype) -> np.ndarray:
+    """(n_in*scale, n_in) linear-interpolation matrix, PyTorch's bilinear coordinate rules."""
+    n_out = n_in * scale
+    o = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = o * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(o)
+    else:
+        src = np.maximum((o + 0.5) / scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = src - i0
+    A = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    A[rows, i0] += 1.0 - lam
+    A[rows, i1] += lam
+    return A.astype(dtype)
+
+
+def upsample_bilinear(x: np.ndarray, sh: int, sw: int, align_corners: bool) -> np.ndarray:
+    """y = A_h x A_w^T over the last two dims (two batched GEMMs)."""
+    N, C, H, W = x.shape
+    Ah = interp_matrix(H, sh, align_corners, x.dtype)
+    Aw = interp_matrix(W, sw, align_corners, x.dtype)
+    return np.matmul(np.matmul(Ah, x), Aw.T)
+
+
+def upsample_bilinear_grad(gy: np.ndarray, sh: int, sw: int, align_corners: bool) -> np.ndarray:
+    N, C, OH, OW = gy.shape
+    Ah = interp_matrix(OH // sh, sh, align_corners, gy.dtype)
+    Aw = interp_matrix(OW // sw, sw, align_corners, gy.dtype)
+    return np.matmul(np.matmul(Ah.T, gy), Aw)
+
+
+__all__ = ["PoolGeom", "pool_geom", "maxpool2d", "maxpool2d_grad", "avgpool2d", "avgpool2d_grad",
+           "upsample_nearest", "upsample_nearest_grad", "interp_matrix", "upsample_bilinear",
+           "upsample_bilinear_grad"]

@@ -1,0 +1,96 @@
+"""`dslc compile` core: .net file -> checked graph -> lean ONNX model, validated on every compile."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import onnx
+
+from dslc.lowering.errors import ProgramErrors, WeightsMismatch
+from dslc.lowering.model import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, LowerInfo, lower_graph
+
+
+def resolve_weights(g: nx.DiGraph, weights=None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The weights to export: seeded initialisation, or a weights dict / `.npz` path checked against the
+    graph (WeightsMismatch lists every problem)."""
+    from dslc.weights import check_weights, init_weights, load_weights
+    if weights is None:
+        return init_weights(g, seed)
+    source = "weights"
+    if isinstance(weights, (str, Path)):
+        source = f"weights file {weights}"
+        try:
+            weights = load_weights(weights)
+        except (OSError, ValueError, KeyError) as e:
+            raise WeightsMismatch([f"cannot read it as a .npz weights file: {e}"], source) from None
+    problems = check_weights(g, weights)
+    for name, arr in weights.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind != "f":
+            problems.append(f"weight `{name}` has dtype {arr.dtype}, expected float32")
+    if problems:
+        raise WeightsMismatch(problems, source)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+
+
+def check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset} is not supported: dslc lowers to ONNX opsets {MIN_OPSET}..{MAX_OPSET}")
+
+
+def compile_graph(g: nx.DiGraph, weights=None, batch: int | None = None, opset: int = DEFAULT_OPSET,
+                  fold_bn: bool = False, seed: int = 0, validate: bool = True, ort: bool = True
+                  ) -> tuple[onnx.ModelProto, LowerInfo]:
+    """Lower one network graph; validates it (checker, strict shape inference vs dslc's shapes, onnxruntime)
+    unless `validate` is False. Raises LoweringError (a dslc bug), WeightsMismatch, ValueError (bad option)."""
+    check_opset(opset)
+    if batch is not None:
+        g = bind_batch(g, batch)
+    w = resolve_weights(g, weights, seed)
+    model, info = lower_graph(g, w, opset=opset, fold_bn=fold_bn)
+    if validate:
+        from dslc.lowering.validate import validate as _validate
+        _validate(model, info, ort=ort)
+    return model, info
+
+
+def bind_batch(g: nx.DiGraph, batch: int) -> nx.DiGraph:
+    from dslc.lowering.dims import batch_symbol, bind_dims
+    if batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch}")
+    sym = batch_symbol(g)
+    if sym is None:
+        fixed = {g.nodes[n]["outputs"][0].shape[0] for n in g.graph["inputs"] if g.nodes[n]["outputs"][0].shape}
+        if fixed == {batch}:
+            return g
+        raise ValueError(f"network `{g.graph.get('name')}` has no symbolic batch dim to fix (its inputs have "
+                         f"leading dims {sorted(fixed, key=str)}); --batch needs inputs like x: [N, ...]")
+    return bind_dims(g, {sym: batch})
+
+
+def load_program(path, network: str | None = None):
+    """Parse + check a .net file; returns (program, graph). ProgramErrors when it has errors; ValueError
+    for an unknown --network name."""
+    import dslc
+    program = dslc.load(str(path))
+    if not program.ok:
+        raise ProgramErrors(program)
+    if network is not None:
+        if network not in program.networks:
+            names = ", ".join(sorted(program.networks)) or "(none)"
+            raise ValueError(f"no network named `{network}` in {path} (networks: {names})")
+        return program, program.networks[network]
+    if program.graph is None:
+        raise ValueError(f"{path} defines no network to compile")
+    return program, program.graph
+
+
+def compile_file(path, weights=None, batch: int | None = None, opset: int = DEFAULT_OPSET,
+                 fold_bn: bool = False, seed: int = 0, network: str | None = None,
+                 validate: bool = True) -> onnx.ModelProto:
+    """Compile a .net file to a validated ONNX model (see compile_graph)."""
+    _program, g = load_program(path, network)
+    model, _info = compile_graph(g, weights=weights, batch=batch, opset=opset, fold_bn=fold_bn, seed=seed,
+                                 validate=validate)
+    return model

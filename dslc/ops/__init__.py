@@ -1,0 +1,11 @@
+"""Op families; importing this package registers every op."""
+from dslc.ops import activation  # noqa: F401
+from dslc.ops import attention  # noqa: F401
+from dslc.ops import conv  # noqa: F401
+from dslc.ops import elementwise  # noqa: F401
+from dslc.ops import linear  # noqa: F401
+from dslc.ops import loss  # noqa: F401
+from dslc.ops import norm  # noqa: F401
+from dslc.ops import pool  # noqa: F401
+from dslc.ops import shape_ops  # noqa: F401
+from dslc.ops import source  # noqa: F401

@@ -1,0 +1,208 @@
+"""Convolutions: conv1d (NCW), conv2d (NCHW), conv_transpose2d (NCHW).
+
+prepare() normalises kernel/stride/dilation to tuples and padding to explicit ONNX pads
+(begin..., end...) stored as attrs["pads"]. padding="same" gives output ceil(in / stride) with the extra pad at
+the end (ONNX SAME_UPPER); when that needs a symbolic spatial size (stride > 1 over a symbolic dim) attrs["pads"]
+is None and attrs["auto_pad"] is "SAME_UPPER" -- compute pads at run time with common.same_pads.
+"""
+from dslc.ops.common import (dim_ceildiv, dim_offset, explicit_pads, ntuple, numel1, require_known, require_rank, same_pads, shp,
+                             window_out)
+from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
+from dslc.types import TensorType, dim_mul, is_known
+
+
+def _check_positive(attrs, *names):
+    for n in names:
+        v = attrs[n]
+        if any(x <= 0 for x in v):
+            raise TypeError(f"`{n}` must be positive, got {list(v)}")
+
+
+def _conv_prepare_n(nsp):
+    def prepare(ins, attrs):
+        attrs = dict(attrs)
+        for k in ("kernel", "stride", "dilation"):
+            attrs[k] = ntuple(attrs[k], nsp, k)
+        _check_positive(attrs, "kernel", "stride", "dilation")
+        if attrs["out"] <= 0:
+            raise TypeError(f"`out` must be a positive integer, got {attrs['out']}")
+        if attrs["groups"] <= 0:
+            raise TypeError(f"`groups` must be a positive integer, got {attrs['groups']}")
+        attrs["auto_pad"] = "NOTSET"
+        if attrs["padding"] == "same":
+            x = ins[0] if ins else None
+            sizes = x.shape[2:] if x is not None and x.rank == nsp + 2 else ("?",) * nsp
+            attrs["pads"] = same_pads(sizes, attrs["kernel"], attrs["stride"], attrs["dilation"])
+            if attrs["pads"] is None:
+                attrs["auto_pad"] = "SAME_UPPER"
+        else:
+            attrs["pads"] = explicit_pads(attrs["padding"], nsp)
+        return attrs
+    return prepare
+
+
+def _check_channels(x, attrs, name, out_key="out"):
+    cin = require_known(x.shape[1], f"{name}: the input channels (dim 1)", x)
+    g = attrs["groups"]
+    if cin % g:
+        raise ShapeError(f"{name}: input channels {cin} of {shp(x)} are not divisible by groups={g}",
+                         hint="groups must divide both the input and the output channels")
+    if attrs[out_key] % g:
+        raise ShapeError(f"{name}: out={attrs[out_key]} is not divisible by groups={g}",
+                         hint="groups must divide both the input and the output channels")
+    return cin
+
+
+def _conv_infer_n(nsp, name, layout):
+    def infer(ins, attrs):
+        x = ins[0]
+        require_rank(x, (nsp + 2,), name, layout=layout)
+        _check_channels(x, attrs, name)
+        k, s, d = attrs["kernel"], attrs["stride"], attrs["dilation"]
+        pads = attrs["pads"]
+        out = []
+        for i, n in enumerate(x.shape[2:]):
+            if pads is None:  # symbolic "same" with stride > 1: ceil(n / s)
+                o = dim_ceildiv(n, s[i])
+            else:
+                o = window_out(n, k[i], s[i], d[i], pads[i], pads[i + nsp])
+            if is_known(o) and o <= 0:
+                pad_txt = f"{pads[i]}+{pads[i + nsp]}" if pads is not None else "same"
+                raise ShapeError(
+                    f"spatial size shrinks to 0: {name} over input size {n} (dim {i + 2} of {shp(x)}) with "
+                    f"kernel {k[i]}, stride {s[i]}, padding {pad_txt}, dilation {d[i]} gives size {o}",
+                    hint="use a smaller kernel or stride, add padding (e.g. padding=\"same\"), or feed a larger input")
+            out.append(o)
+        return [x.with_shape((x.shape[0], attrs["out"], *out))]
+    return infer
+
+
+def _conv_weights(ins, attrs):
+    cin, g, co, k = ins[0].shape[1], attrs["groups"], attrs["out"], attrs["kernel"]
+    kprod = 1
+    for v in k:
+        kprod *= v
+    w = {"weight": WeightSpec((co, cin // g, *k), "fan_in", fan_in=cin // g * kprod, fan_out=co * kprod // g)}
+    if attrs["bias"]:
+        w["bias"] = WeightSpec((co,), "zeros")
+    return w
+
+
+def _conv_macs(ins, outs, attrs):
+    kprod = 1
+    for v in attrs["kernel"]:
+        kprod *= v
+    return numel1(outs[0].shape) * (ins[0].shape[1] // attrs["groups"]) * kprod
+
+
+def _conv_params(kind):
+    return (
+        Param("out", "int", doc="output channels"),
+        Param("kernel", kind, doc="kernel size"),
+        Param("stride", kind, 1),
+        Param("padding", "padding", 0, doc='int, per-dim list, explicit pads (begin..., end...), "same" or "valid"'),
+        Param("dilation", kind, 1),
+        Param("groups", "int", 1),
+        Param("bias", "bool", True),
+    )
+
+
+CONV1D = register(Op(
+    name="conv1d", inputs=("x",), infer=_conv_infer_n(1, "conv1d", "N, C, W"), prepare=_conv_prepare_n(1),
+    weights=_conv_weights, macs=_conv_macs, short="conv", params=_conv_params("ints"),
+    doc="1-D convolution [N, Cin, W] -> [N, out, floor((W + pads - dilation*(kernel-1) - 1) / stride) + 1]; "
+        "\"same\" gives ceil(W / stride).",
+    cases=[
+        Case((TensorType((2, 3, 8)),), {"out": 4, "kernel": 3}),
+        Case((TensorType((2, 4, 8)),), {"out": 4, "kernel": 3, "stride": 2, "padding": "same"}, "same, stride 2"),
+        Case((TensorType((2, 4, 8)),), {"out": 6, "kernel": 3, "padding": 2, "dilation": 2, "groups": 2,
+                                        "bias": False}, "dilated, grouped"),
+        Case((TensorType(("N", 2, "W")),), {"out": 3, "kernel": 3, "padding": "same"}, "symbolic batch and width"),
+    ],
+))
+
+CONV2D = register(Op(
+    name="conv2d", inputs=("x",), infer=_conv_infer_n(2, "conv2d", "N, C, H, W"), prepare=_conv_prepare_n(2),
+    weights=_conv_weights, macs=_conv_macs, short="conv", params=_conv_params("int2"),
+    doc="2-D convolution [N, Cin, H, W] -> [N, out, H', W'] with H' = floor((H + pads - dilation*(k-1) - 1) / "
+        "stride) + 1; \"same\" gives ceil(H / stride) (extra pad at the end, ONNX SAME_UPPER).",
+    cases=[
+        Case((TensorType((2, 3, 8, 8)),), {"out": 4, "kernel": 3}),
+        Case((TensorType((2, 3, 8, 8)),), {"out": 4, "kernel": 3, "padding": 1}, "padding 1 keeps size"),
+        Case((TensorType((2, 3, 7, 8)),), {"out": 4, "kernel": 3, "stride": 2, "padding": "same"},
+             "same with stride 2 on an odd size"),
+        Case((TensorType((1, 2, 8, 8)),), {"out": 4, "kernel": 2, "stride": 2, "padding": "valid"}),
+        Case((TensorType((2, 4, 8, 8)),), {"out": 4, "kernel": 3, "padding": 2, "dilation": 2, "groups": 4,
+                                           "bias": False}, "depthwise, dilated"),
+        Case((TensorType((1, 2, 6, 8)),), {"out": 2, "kernel": [1, 3], "stride": [1, 2], "padding": [0, 1, 0, 2]},
+             "rectangular kernel, explicit asymmetric pads"),
+        Case((TensorType(("N", 3, 8, 8)),), {"out": 4, "kernel": 1}, "symbolic batch, 1x1"),
+        Case((TensorType(("N", 3, "H", "W")),), {"out": 2, "kernel": 3, "stride": 2, "padding": 1},
+             "symbolic spatial dims"),
+    ],
+))
+
+
+def _deconv_prepare(ins, attrs):
+    attrs = dict(attrs)
+    for k in ("kernel", "stride", "dilation", "output_padding"):
+        attrs[k] = ntuple(attrs[k], 2, k)
+    _check_positive(attrs, "kernel", "stride", "dilation")
+    if attrs["out"] <= 0 or attrs["groups"] <= 0:
+        raise TypeError("`out` and `groups` must be positive integers")
+    if attrs["padding"] == "same":
+        raise TypeError('conv_transpose2d does not support padding="same"; give explicit padding')
+    attrs["pads"] = explicit_pads(attrs["padding"], 2)
+    for op_, s, d in zip(attrs["output_padding"], attrs["stride"], attrs["dilation"]):
+        if op_ < 0 or op_ >= max(s, d):
+            raise TypeError(f"`output_padding` must be non-negative and smaller than stride or dilation, got "
+                            f"{list(attrs['output_padding'])} with stride {list(attrs['stride'])}")
+    return attrs
+
+
+def _deconv_infer(ins, attrs):
+    x = ins[0]
+    require_rank(x, (4,), "conv_transpose2d", layout="N, C, H, W")
+    _check_channels(x, attrs, "conv_transpose2d")
+    k, s, d, op_, pads = attrs["kernel"], attrs["stride"], attrs["dilation"], attrs["output_padding"], attrs["pads"]
+    out = []
+    for i, n in enumerate(x.shape[2:]):
+        c = d[i] * (k[i] - 1) + op_[i] + 1 - pads[i] - pads[i + 2]
+        o = dim_offset(dim_mul(dim_offset(n, -1), s[i]), c)
+        if is_known(o) and o <= 0:
+            raise ShapeError(f"spatial size shrinks to 0: conv_transpose2d over input size {n} (dim {i + 2} of "
+                             f"{shp(x)}) with kernel {k[i]}, stride {s[i]}, padding {pads[i]}+{pads[i + 2]} "
+                             f"gives size {o}", hint="reduce the padding")
+        out.append(o)
+    return [x.with_shape((x.shape[0], attrs["out"], *out))]
+
+
+def _deconv_weights(ins, attrs):
+    cin, g, co, (kh, kw) = ins[0].shape[1], attrs["groups"], attrs["out"], attrs["kernel"]
+    # fans as torch computes them for the [in, out/groups, kh, kw] weight
+    w = {"weight": WeightSpec((cin, co // g, kh, kw), "fan_in", fan_in=co // g * kh * kw, fan_out=cin * kh * kw)}
+    if attrs["bias"]:
+        w["bias"] = WeightSpec((co,), "zeros")
+    return w
+
+
+def _deconv_macs(ins, outs, attrs):
+    kh, kw = attrs["kernel"]
+    return numel1(ins[0].shape) * (attrs["out"] // attrs["groups"]) * kh * kw
+
+
+CONV_TRANSPOSE2D = register(Op(
+    name="conv_transpose2d", inputs=("x",), infer=_deconv_infer, prepare=_deconv_prepare, weights=_deconv_weights,
+    macs=_deconv_macs, short="deconv",
+    params=_conv_params("int2")[:4] + (Param("output_padding", "int2", 0),) + _conv_params("int2")[4:],
+    doc="2-D transposed convolution [N, Cin, H, W] -> [N, out, H', W'] with H' = (H-1)*stride - pad_begin - "
+        "pad_end + dilation*(kernel-1) + output_padding + 1.",
+    cases=[
+        Case((TensorType((2, 4, 4, 4)),), {"out": 3, "kernel": 2, "stride": 2}, "2x upsampling"),
+        Case((TensorType((1, 2, 3, 4)),), {"out": 2, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1},
+             "output_padding"),
+        Case((TensorType((1, 4, 4, 4)),), {"out": 2, "kernel": 3, "groups": 2, "dilation": 2, "bias": False},
+             "grouped, dilated"),
+        Case((TensorType(("N", 3, 4, 4)),), {"out": 2, "kernel": 4, "stride": 2, "padding": 1}, "symbolic batch"),
+    ],
+))

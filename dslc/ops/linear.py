@@ -1,0 +1,83 @@
+"""Dense layers: linear (fully connected) and matmul."""
+from dslc.ops.common import dim1, numel1, require_known, shp
+from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
+from dslc.types import TensorType, broadcast_shapes
+
+
+def _linear_infer(ins, attrs):
+    x = ins[0]
+    if x.rank < 1:
+        raise ShapeError(f"linear expects an input with at least 1 dim [..., in], got a scalar {shp(x)}")
+    require_known(x.shape[-1], "linear: the input's last dim (in features)", x)
+    return [x.with_shape(x.shape[:-1] + (attrs["out"],))]
+
+
+def _linear_prepare(ins, attrs):
+    if attrs["out"] <= 0:
+        raise TypeError(f"`out` must be a positive integer, got {attrs['out']}")
+    return attrs
+
+
+def _linear_weights(ins, attrs):
+    n_in, n_out = ins[0].shape[-1], attrs["out"]
+    w = {"weight": WeightSpec((n_out, n_in), "fan_in", fan_in=n_in, fan_out=n_out)}
+    if attrs["bias"]:
+        w["bias"] = WeightSpec((n_out,), "zeros")
+    return w
+
+
+def _linear_macs(ins, outs, attrs):
+    return numel1(outs[0].shape) * ins[0].shape[-1]
+
+
+LINEAR = register(Op(
+    name="linear", inputs=("x",), infer=_linear_infer, prepare=_linear_prepare, weights=_linear_weights,
+    macs=_linear_macs, short="fc",
+    params=(Param("out", "int", doc="output features"), Param("bias", "bool", True, doc="learn an additive bias")),
+    doc="Fully connected layer y = x W^T + b over the last dim: [..., in] -> [..., out].",
+    cases=[
+        Case((TensorType((2, 8)),), {"out": 4}),
+        Case((TensorType(("N", 8)),), {"out": 3, "bias": False}, "symbolic batch, no bias"),
+        Case((TensorType((2, 3, 8)),), {"out": 5}, "applied over the last dim of a rank-3 input"),
+    ],
+))
+
+
+def _matmul_infer(ins, attrs):
+    a, b = ins
+    if a.rank < 1 or b.rank < 1:
+        raise ShapeError(f"matmul needs inputs of rank >= 1, got {shp(a)} and {shp(b)}",
+                         operand=0 if a.rank < 1 else 1)
+    if a.dtype != b.dtype:
+        raise ShapeError(f"matmul operands have different dtypes: {a} and {b}", operand=1)
+    sa = (1,) + a.shape if a.rank == 1 else a.shape
+    sb = b.shape + (1,) if b.rank == 1 else b.shape
+    if sa[-1] != sb[-2]:
+        raise ShapeError(f"cannot matmul {shp(a)} by {shp(b)}: inner dims differ ({sa[-1]} vs {sb[-2]})",
+                         hint="the last dim of the first operand must equal the second-to-last dim of the second",
+                         operand=1)
+    batch = broadcast_shapes(sa[:-2], sb[:-2])
+    if batch is None:
+        raise ShapeError(f"cannot matmul {shp(a)} by {shp(b)}: batch dims {shp(sa[:-2])} and {shp(sb[:-2])} "
+                         f"do not broadcast", operand=1)
+    out = batch + ((sa[-2],) if a.rank > 1 else ()) + ((sb[-1],) if b.rank > 1 else ())
+    return [a.with_shape(out)]
+
+
+def _matmul_macs(ins, outs, attrs):
+    a = ins[0]
+    return numel1(outs[0].shape) * dim1(a.shape[-1])
+
+
+MATMUL = register(Op(
+    name="matmul", inputs=("a", "b"), infer=_matmul_infer, macs=_matmul_macs,
+    doc="numpy matmul: [..., M, K] @ [..., K, P] -> [..., M, P], batch dims broadcast; rank-1 operands "
+        "are promoted and the added dim dropped.",
+    cases=[
+        Case((TensorType((3, 4)), TensorType((4, 5)))),
+        Case((TensorType((2, 3, 4)), TensorType((4, 5))), note="batched by broadcasting"),
+        Case((TensorType((2, 1, 3, 4)), TensorType((3, 4, 2))), note="batch dims broadcast"),
+        Case((TensorType(("N", 3, 4)), TensorType(("N", 4, 3))), note="symbolic batch"),
+        Case((TensorType((4,)), TensorType((4, 3))), note="vector @ matrix"),
+    ],
+))

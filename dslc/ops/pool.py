@@ -1,0 +1,149 @@
+"""Pooling and resampling: maxpool, avgpool (1-D or 2-D by input rank), global_avgpool, upsample.
+
+prepare() normalises kernel/stride to tuples of the pooled rank (stride defaults to kernel) and padding to
+explicit ONNX pads attrs["pads"] (begin..., end...); "same" as for conv (None when it needs a symbolic size,
+with attrs["auto_pad"] = "SAME_UPPER"). ceil_mode follows ONNX/PyTorch: the last window must start inside the
+input plus the left pad.
+"""
+from dslc.ops.common import (dim_ceildiv, explicit_pads, ntuple, require_rank, same_pads, shp, window_out)
+from dslc.ops.registry import Case, Op, Param, ShapeError, register
+from dslc.types import TensorType, dim_mul, is_known
+
+
+def _pool_prepare(ins, attrs):
+    attrs = dict(attrs)
+    x = ins[0] if ins else None
+    nsp = x.rank - 2 if x is not None and x.rank in (3, 4) else len(attrs["kernel"])
+    if nsp not in (1, 2):
+        nsp = 2
+    attrs["kernel"] = ntuple(attrs["kernel"], nsp, "kernel")
+    attrs["stride"] = attrs["kernel"] if attrs["stride"] is None else ntuple(attrs["stride"], nsp, "stride")
+    for k in ("kernel", "stride"):
+        if any(v <= 0 for v in attrs[k]):
+            raise TypeError(f"`{k}` must be positive, got {list(attrs[k])}")
+    attrs["auto_pad"] = "NOTSET"
+    if attrs["padding"] == "same":
+        sizes = x.shape[2:] if x is not None and x.rank == nsp + 2 else ("?",) * nsp
+        attrs["pads"] = same_pads(sizes, attrs["kernel"], attrs["stride"], (1,) * nsp)
+        if attrs["pads"] is None:
+            attrs["auto_pad"] = "SAME_UPPER"
+    else:
+        attrs["pads"] = explicit_pads(attrs["padding"], nsp)
+    if attrs["pads"] is not None:
+        for i, k in enumerate(attrs["kernel"]):
+            if max(attrs["pads"][i], attrs["pads"][i + nsp]) > k // 2:
+                raise TypeError(f"pooling padding must be at most half the kernel, got pads "
+                                f"{list(attrs['pads'])} for kernel {list(attrs['kernel'])}")
+    return attrs
+
+
+def _pool_infer_for(name):
+    def infer(ins, attrs):
+        x = ins[0]
+        require_rank(x, (3, 4), name, layout="N, C, W or N, C, H, W")
+        nsp = x.rank - 2
+        if len(attrs["kernel"]) != nsp:
+            raise ShapeError(f"{name}: a {len(attrs['kernel'])}-D kernel does not fit input {shp(x)}")
+        k, s, pads = attrs["kernel"], attrs["stride"], attrs["pads"]
+        out = []
+        for i, n in enumerate(x.shape[2:]):
+            if pads is None:
+                o = dim_ceildiv(n, s[i])
+            else:
+                o = window_out(n, k[i], s[i], 1, pads[i], pads[i + nsp], attrs["ceil_mode"])
+            if is_known(o) and o <= 0:
+                raise ShapeError(
+                    f"spatial size shrinks to 0: {name} over input size {n} (dim {i + 2} of {shp(x)}) with kernel "
+                    f"{k[i]}, stride {s[i]}, padding {pads[i]}+{pads[i + nsp]} gives size {o}",
+                    hint="use a smaller kernel, pool earlier less often, or feed a larger input")
+            out.append(o)
+        return [x.with_shape(x.shape[:2] + tuple(out))]
+    return infer
+
+
+_POOL_PARAMS = (
+    Param("kernel", "ints", doc="window size (int or one per pooled dim)"),
+    Param("stride", "ints", None, doc="defaults to kernel"),
+    Param("padding", "padding", 0),
+    Param("ceil_mode", "bool", False),
+)
+
+
+def _pool_cases(extra=None):
+    cases = [
+        Case((TensorType((2, 3, 8, 8)),), {"kernel": 2}),
+        Case((TensorType((2, 3, 7, 7)),), {"kernel": 3, "stride": 2, "padding": 1}),
+        Case((TensorType((1, 2, 7, 7)),), {"kernel": 2, "stride": 2, "ceil_mode": True}, "ceil mode"),
+        Case((TensorType((1, 2, 5, 8)),), {"kernel": [2, 3], "stride": [1, 2], "padding": "same"}, "same"),
+        Case((TensorType((2, 3, 8)),), {"kernel": 3, "stride": 2}, "1-D pooling"),
+        Case((TensorType(("N", 4, 8, 8)),), {"kernel": 2}, "symbolic batch"),
+    ]
+    return cases + (extra or [])
+
+
+MAXPOOL = register(Op(
+    name="maxpool", inputs=("x",), infer=_pool_infer_for("maxpool"), prepare=_pool_prepare, params=_POOL_PARAMS,
+    short="pool",
+    doc="Max pooling over the last 1 or 2 dims: [N, C, H, W] -> [N, C, floor_or_ceil((H + pads - kernel) / "
+        "stride) + 1, ...].",
+    cases=_pool_cases(),
+))
+
+AVGPOOL = register(Op(
+    name="avgpool", inputs=("x",), infer=_pool_infer_for("avgpool"), prepare=_pool_prepare,
+    params=_POOL_PARAMS + (Param("count_include_pad", "bool", False),), short="pool",
+    doc="Average pooling over the last 1 or 2 dims: [N, C, H, W] -> [N, C, floor_or_ceil((H + pads - kernel) / "
+        "stride) + 1, ...]; padded cells are excluded from the mean unless count_include_pad.",
+    cases=_pool_cases([Case((TensorType((1, 2, 6, 6)),), {"kernel": 3, "stride": 2, "padding": 1,
+                                                          "count_include_pad": True}, "count_include_pad")]),
+))
+
+
+def _gap_infer(ins, attrs):
+    x = ins[0]
+    if x.rank < 3:
+        raise ShapeError(f"global_avgpool expects [N, C, *spatial] (rank >= 3), got {shp(x)}")
+    return [x.with_shape(x.shape[:2] + ((1,) * (x.rank - 2) if attrs["keepdims"] else ()))]
+
+
+GLOBAL_AVGPOOL = register(Op(
+    name="global_avgpool", inputs=("x",), infer=_gap_infer, params=(Param("keepdims", "bool", False),),
+    short="gap",
+    doc="Mean over all spatial dims: [N, C, *spatial] -> [N, C] (or [N, C, 1, ...] with keepdims).",
+    cases=[
+        Case((TensorType((2, 4, 4, 4)),)),
+        Case((TensorType(("N", 3, 5, 5)),), {"keepdims": True}, "keepdims, symbolic batch"),
+        Case((TensorType((2, 3, 8)),), note="1-D"),
+    ],
+))
+
+
+def _up_prepare(ins, attrs):
+    attrs = dict(attrs)
+    attrs["scale"] = ntuple(attrs["scale"], 2, "scale")
+    if any(v <= 0 for v in attrs["scale"]):
+        raise TypeError(f"`scale` must be positive, got {list(attrs['scale'])}")
+    if attrs["align_corners"] and attrs["mode"] != "bilinear":
+        raise TypeError('`align_corners` only applies to mode="bilinear"')
+    return attrs
+
+
+def _up_infer(ins, attrs):
+    x = ins[0]
+    require_rank(x, (4,), "upsample", layout="N, C, H, W")
+    sh, sw = attrs["scale"]
+    return [x.with_shape(x.shape[:2] + (dim_mul(x.shape[2], sh), dim_mul(x.shape[3], sw)))]
+
+
+UPSAMPLE = register(Op(
+    name="upsample", inputs=("x",), infer=_up_infer, prepare=_up_prepare, short="up",
+    params=(Param("scale", "int2", 2), Param("mode", "choice", "nearest", ("nearest", "bilinear")),
+            Param("align_corners", "bool", False)),
+    doc="Integer-factor resize: [N, C, H, W] -> [N, C, H*scale_h, W*scale_w] (nearest or bilinear).",
+    cases=[
+        Case((TensorType((1, 2, 4, 4)),)),
+        Case((TensorType((2, 3, 3, 4)),), {"scale": [2, 3], "mode": "bilinear"}, "bilinear, per-dim scale"),
+        Case((TensorType((1, 2, 3, 3)),), {"scale": 2, "mode": "bilinear", "align_corners": True}, "align_corners"),
+        Case((TensorType(("N", 2, "H", 4)),), {"scale": 2}, "symbolic"),
+    ],
+))

@@ -1,0 +1,290 @@
+"""Shape manipulation and reductions: flatten, reshape, transpose (permute), concat, slice, split, mean,
+expand_batch."""
+from collections import Counter
+
+from dslc.ops.common import dim_offset, norm_axis, shp
+from dslc.ops.registry import Case, Op, Param, ShapeError, register
+from dslc.types import TensorType, dim_add, dim_floordiv, dims_product, is_known
+
+
+# ---- flatten ------------------------------------------------------------------------------------------------
+def _flatten_infer(ins, attrs):
+    x = ins[0]
+    if x.rank == 0:
+        return [x.with_shape((1,))]
+    s = norm_axis(attrs["start"], x.rank, "flatten start")
+    e = norm_axis(attrs["end"], x.rank, "flatten end")
+    if s > e:
+        raise ShapeError(f"flatten: start {attrs['start']} comes after end {attrs['end']} for {shp(x)}")
+    return [x.with_shape(x.shape[:s] + (dims_product(x.shape[s:e + 1]),) + x.shape[e + 1:])]
+
+
+FLATTEN = register(Op(
+    name="flatten", inputs=("x",), infer=_flatten_infer, category="shape",
+    params=(Param("start", "int", 1), Param("end", "int", -1)),
+    doc="Merge dims start..end (inclusive, torch semantics) into one whose size is their product.",
+    cases=[
+        Case((TensorType((2, 3, 4, 4)),)),
+        Case((TensorType(("N", 3, 4, 4)),), note="symbolic batch"),
+        Case((TensorType((2, 3, 4, 5)),), {"start": 1, "end": 2}, "middle dims"),
+        Case((TensorType((2, "T", 4)),), {"start": 0, "end": 1}, "symbolic dim merged"),
+    ],
+))
+
+
+# ---- reshape ------------------------------------------------------------------------------------------------
+def _factors(dims):
+    n, syms = 1, Counter()
+    for d in dims:
+        if is_known(d):
+            n *= d
+        else:
+            syms[d] += 1
+    return n, syms
+
+
+def _reshape_prepare(ins, attrs):
+    shape = tuple(attrs["shape"])
+    if sum(1 for v in shape if v == -1) > 1:
+        raise TypeError(f"`shape` may contain at most one -1, got {list(shape)}")
+    if any(v < -1 for v in shape):
+        raise TypeError(f"`shape` entries must be positive, 0 (copy the input dim) or -1 (infer), got {list(shape)}")
+    attrs = dict(attrs)
+    attrs["shape"] = shape
+    return attrs
+
+
+def _reshape_infer(ins, attrs):
+    x = ins[0]
+    spec = attrs["shape"]
+    out = []
+    for i, v in enumerate(spec):
+        if v == 0:
+            if i >= x.rank:
+                raise ShapeError(f"reshape: 0 at position {i} copies an input dim, but {shp(x)} has only {x.rank}")
+            out.append(x.shape[i])
+        else:
+            out.append(v)
+    n_in, s_in = _factors(x.shape)
+    known_out = [d for d in out if d != -1]
+    n_out, s_out = _factors(known_out)
+
+    def mismatch():
+        shown = shp([d if d != -1 else -1 for d in out])
+        return ShapeError(f"cannot reshape {shp(x)} ({dims_product(x.shape)} elements) to {shown} "
+                          f"({dims_product(known_out) if -1 not in out else f'a multiple of {dims_product(known_out)}'}"
+                          f" elements)", hint="the element count must stay the same")
+
+    provable = not (s_out - s_in)  # every symbolic output dim also appears in the input
+    if -1 in out:
+        rest = s_in - s_out
+        if provable and n_in % n_out == 0:
+            inferred = dims_product([n_in // n_out] + sorted(rest.elements()))
+        elif provable and not rest:
+            raise mismatch()
+        else:  # the count cannot be proven: a symbolic dim
+            inferred = dim_floordiv(dims_product(x.shape), dims_product(known_out))
+        out = [inferred if d == -1 else d for d in out]
+    elif s_in == s_out and n_in != n_out:
+        raise mismatch()
+    return [x.with_shape(tuple(out))]
+
+
+RESHAPE = register(Op(
+    name="reshape", inputs=("x",), infer=_reshape_infer, prepare=_reshape_prepare, category="shape",
+    params=(Param("shape", "shape", doc="target shape; 0 copies the input dim at that position, one -1 is inferred"),),
+    doc="Reshape to `shape` (ONNX semantics: 0 copies the input dim, -1 takes the rest); element count unchanged.",
+    cases=[
+        Case((TensorType((2, 3, 4)),), {"shape": [2, 12]}),
+        Case((TensorType((2, 3, 4)),), {"shape": [0, -1]}, "0 and -1"),
+        Case((TensorType(("N", 3, 4)),), {"shape": [0, -1, 2]}, "symbolic batch via 0"),
+        Case((TensorType((2, 12)),), {"shape": [-1, 3, 4]}, "-1 leading"),
+    ],
+))
+
+
+# ---- transpose ----------------------------------------------------------------------------------------------
+def _transpose_infer(ins, attrs):
+    x = ins[0]
+    perm = tuple(attrs["perm"])
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"transpose: perm {list(perm)} is not a permutation of 0..{x.rank - 1} for {shp(x)}",
+                         hint=f"give each of the {x.rank} axes exactly once")
+    return [x.with_shape(tuple(x.shape[p] for p in perm))]
+
+
+TRANSPOSE = register(Op(
+    name="transpose", inputs=("x",), infer=_transpose_infer, category="shape",
+    params=(Param("perm", "ints", doc="output axis i is input axis perm[i]"),),
+    doc="Permute the axes: output dim i = input dim perm[i].",
+    cases=[
+        Case((TensorType((2, 3)),), {"perm": [1, 0]}),
+        Case((TensorType(("N", 3, 4, 5)),), {"perm": [0, 2, 3, 1]}, "NCHW -> NHWC, symbolic batch"),
+        Case((TensorType((2, 3, 4)),), {"perm": [0, 2, 1]}),
+    ],
+), aliases=("permute",))
+
+
+# ---- concat -------------------------------------------------------------------------------------------------
+def _concat_infer(ins, attrs):
+    if not ins:
+        raise ShapeError("concat needs at least one input")
+    first = ins[0]
+    if first.rank == 0:
+        raise ShapeError("concat cannot join scalars", operand=0)
+    axis = norm_axis(attrs["axis"], first.rank)
+    total = first.shape[axis]
+    for j, t in enumerate(ins[1:], start=1):
+        if t.rank != first.rank:
+            raise ShapeError(f"cannot concat {shp(first)} with {shp(t)} along axis {attrs['axis']}: ranks differ "
+                             f"({first.rank} vs {t.rank})", operand=j)
+        if t.dtype != first.dtype:
+            raise ShapeError(f"cannot concat {first} with {t}: dtypes differ ({first.dtype} vs {t.dtype})",
+                             operand=j)
+        for i, (a, b) in enumerate(zip(first.shape, t.shape)):
+            if i != axis and a != b:
+                raise ShapeError(f"cannot concat {shp(first)} with {shp(t)} along axis {attrs['axis']}: dim {i} "
+                                 f"differs ({a} vs {b})",
+                                 hint="all dims except the concat axis must match", operand=j)
+        total = dim_add(total, t.shape[axis])
+    return [first.with_shape(first.shape[:axis] + (total,) + first.shape[axis + 1:])]
+
+
+CONCAT = register(Op(
+    name="concat", inputs=("*xs",), infer=_concat_infer, category="shape",
+    params=(Param("axis", "int", 1),),
+    doc="Join tensors along `axis`; all other dims must match; the axis sizes add up.",
+    cases=[
+        Case((TensorType((2, 3, 4, 4)), TensorType((2, 5, 4, 4)))),
+        Case((TensorType(("N", 2, 4)), TensorType(("N", 3, 4)), TensorType(("N", 1, 4))), note="three inputs"),
+        Case((TensorType((2, 3)), TensorType((2, 4))), {"axis": -1}, "negative axis"),
+        Case((TensorType((1, 4)), TensorType(("N", 4))), {"axis": 0}, "symbolic along the axis"),
+    ],
+))
+
+
+# ---- slice / split ------------------------------------------------------------------------------------------
+_BIG = 2 ** 31 - 1
+
+
+def _slice_prepare(ins, attrs):
+    if attrs["step"] == 0:
+        raise TypeError("`step` must not be 0")
+    return attrs
+
+
+def _slice_infer(ins, attrs):
+    x = ins[0]
+    axis = norm_axis(attrs["axis"], x.rank)
+    d = x.shape[axis]
+    start, end, step = attrs["start"], attrs["end"], attrs["step"]
+    if is_known(d):
+        n = len(range(*slice(start, end, step).indices(d)))
+        if n == 0:
+            raise ShapeError(f"slice [{start}:{end}:{step}] of dim {axis} (size {d}) of {shp(x)} is empty")
+    elif step == 1 and start >= 0 and end >= _BIG:
+        n = dim_offset(d, -start)
+    elif step > 0 and 0 <= start < end < _BIG:
+        n = len(range(start, end, step))  # a fixed-size slice: the symbolic dim is assumed large enough
+    elif step == 1 and start < 0 and end >= _BIG:
+        n = -start
+    else:
+        n = f"slice({d},{start},{end},{step})"
+    return [x.with_shape(x.shape[:axis] + (n,) + x.shape[axis + 1:])]
+
+
+SLICE = register(Op(
+    name="slice", inputs=("x",), infer=_slice_infer, prepare=_slice_prepare, category="shape",
+    params=(Param("axis", "int"), Param("start", "int"), Param("end", "int"), Param("step", "int", 1)),
+    doc="x[start:end:step] along `axis` with python semantics (negative indices count from the end, clamped).",
+    cases=[
+        Case((TensorType((2, 8, 4)),), {"axis": 1, "start": 2, "end": 6}),
+        Case((TensorType((2, 8)),), {"axis": -1, "start": -3, "end": 100}, "negative start, clamped end"),
+        Case((TensorType((2, 3, 8)),), {"axis": 2, "start": 0, "end": 8, "step": 3}, "step"),
+        Case((TensorType(("N", 5, 4)),), {"axis": 1, "start": 0, "end": 1}, "class token, symbolic batch"),
+    ],
+))
+
+
+def _split_prepare(ins, attrs):
+    if not attrs["sizes"] or any(s <= 0 for s in attrs["sizes"]):
+        raise TypeError(f"`sizes` must be positive integers, got {list(attrs['sizes'])}")
+    return attrs
+
+
+def _split_infer(ins, attrs):
+    x = ins[0]
+    axis = norm_axis(attrs["axis"], x.rank)
+    d = x.shape[axis]
+    sizes = attrs["sizes"]
+    if is_known(d) and sum(sizes) != d:
+        raise ShapeError(f"split sizes {list(sizes)} sum to {sum(sizes)}, but dim {axis} of {shp(x)} is {d}",
+                         hint="the sizes must add up to the split dim")
+    return [x.with_shape(x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
+
+
+SPLIT = register(Op(
+    name="split", inputs=("x",), infer=_split_infer, prepare=_split_prepare, category="shape",
+    params=(Param("sizes", "ints", doc="one size per output"), Param("axis", "int", 1)),
+    doc="Split along `axis` into len(sizes) outputs of those sizes (they must sum to the dim).",
+    cases=[
+        Case((TensorType((2, 6, 4)),), {"sizes": [2, 4]}),
+        Case((TensorType(("N", 4, 6)),), {"sizes": [2, 2, 2], "axis": -1}, "three outputs, symbolic batch"),
+    ],
+))
+
+
+# ---- mean ---------------------------------------------------------------------------------------------------
+def _mean_infer(ins, attrs):
+    x = ins[0]
+    axes = sorted(norm_axis(a, x.rank) for a in attrs["axis"])
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"mean: axis {list(attrs['axis'])} names an axis twice for {shp(x)}")
+    if attrs["keepdims"]:
+        out = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    else:
+        out = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return [x.with_shape(out)]
+
+
+def _mean_prepare(ins, attrs):
+    attrs = dict(attrs)
+    if not attrs["axis"]:
+        raise TypeError("`axis` must name at least one axis")
+    if ins and all(-ins[0].rank <= a < ins[0].rank for a in attrs["axis"]):
+        attrs["axes"] = tuple(sorted({a % ins[0].rank for a in attrs["axis"]}))
+    return attrs
+
+
+MEAN = register(Op(
+    name="mean", inputs=("x",), infer=_mean_infer, prepare=_mean_prepare, category="shape",
+    params=(Param("axis", "ints", doc="an axis or a list of axes"), Param("keepdims", "bool", False)),
+    doc="Mean over `axis` (int or list); those dims are dropped, or kept as 1 with keepdims. "
+        "attrs[\"axes\"] holds them normalised (non-negative, sorted).",
+    cases=[
+        Case((TensorType((2, 3, 4)),), {"axis": 1}),
+        Case((TensorType((2, 3, 4, 4)),), {"axis": [2, 3], "keepdims": True}, "spatial, keepdims"),
+        Case((TensorType(("N", "T", 8)),), {"axis": -2}, "mean over tokens, symbolic"),
+    ],
+))
+
+
+# ---- expand_batch -------------------------------------------------------------------------------------------
+def _expand_batch_infer(ins, attrs):
+    t, like = ins
+    if t.rank < 1 or t.shape[0] != 1:
+        raise ShapeError(f"expand_batch expects its first input to have shape [1, ...], got {shp(t)}", operand=0)
+    if like.rank < 1:
+        raise ShapeError(f"expand_batch needs `like` with a batch dim, got a scalar {shp(like)}", operand=1)
+    return [t.with_shape((like.shape[0],) + t.shape[1:])]
+
+
+EXPAND_BATCH = register(Op(
+    name="expand_batch", inputs=("t", "like"), infer=_expand_batch_infer, category="shape",
+    doc="Broadcast t [1, ...] along axis 0 to like's batch size: -> [like.shape[0], *t.shape[1:]] "
+        "(e.g. ViT class tokens).",
+    cases=[
+        Case((TensorType((1, 1, 8)), TensorType((2, 4, 8)))),
+        Case((TensorType((1, 1, 4)), TensorType(("N", 3, 4))), note="symbolic batch"),
+    ],
+))

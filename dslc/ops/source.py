@@ -1,0 +1,42 @@
+"""Sources: ops with no tensor inputs -- a learned tensor (param) and a scalar constant."""
+from dslc.ops.registry import Case, Op, Param, WeightSpec, register
+from dslc.types import DTYPES, TensorType
+
+
+def _param_prepare(ins, attrs):
+    shape = tuple(attrs["shape"])
+    if not shape or any(d <= 0 for d in shape):
+        raise TypeError(f"`shape` of a param must be a non-empty list of positive integers, got {list(shape)}")
+    if attrs["std"] <= 0:
+        raise TypeError(f"`std` must be positive, got {attrs['std']}")
+    attrs = dict(attrs)
+    attrs["shape"] = shape
+    return attrs
+
+
+def _param_init(attrs):
+    return f"normal:{attrs['std']}" if attrs["init"] == "normal" else attrs["init"]
+
+
+PARAM = register(Op(
+    name="param", inputs=(), infer=lambda ins, attrs: [TensorType(tuple(attrs["shape"]))], prepare=_param_prepare,
+    weights=lambda ins, attrs: {"value": WeightSpec(tuple(attrs["shape"]), _param_init(attrs))},
+    short="param", category="source",
+    params=(Param("shape", "shape", doc="concrete positive dims"),
+            Param("init", "choice", "zeros", ("zeros", "ones", "normal")),
+            Param("std", "float", 0.02, doc="std of init=\"normal\"")),
+    doc="A learned tensor of the given concrete `shape` (weight `value`, init zeros / ones / normal(std)).",
+    cases=[
+        Case((), {"shape": [1, 1, 8]}),
+        Case((), {"shape": [1, 5, 8], "init": "normal", "std": 0.02}, "position embedding"),
+        Case((), {"shape": [4], "init": "ones"}),
+    ],
+))
+
+
+CONSTANT = register(Op(
+    name="constant", inputs=(), infer=lambda ins, attrs: [TensorType((), attrs["dtype"])], category="source",
+    params=(Param("value", "float"), Param("dtype", "choice", "f32", DTYPES)),
+    doc="A scalar constant `value` of `dtype`; shape [].",
+    cases=[Case((), {"value": 1.5}), Case((), {"value": 2, "dtype": "f32"})],
+))

@@ -1,0 +1,314 @@
+"""A numpy graph-walking executor with reverse-mode autodiff over the IR graph (dslc/ir.py).
+
+The graph is turned once into a *plan*: a flat list of steps in topological order, each holding the op's
+`forward` and `vjp` functions (dslc/ops/registry.py contract), the integer slots of its inputs and outputs in a
+value table, references to its weight arrays and its attrs. The step loop then only indexes lists: no graph
+queries, no dict look-ups by node name.
+
+    forward:  values[out_slots] = forward(ctx, [values[s] for s in in_slots], ws, attrs)
+    backward: walk the steps in reverse; gradients of a tensor that fans out (skip connections, x + x) are
+              summed (micrograd's `+=`); weight gradients land in a dict name -> float32 array.
+
+Only steps needed for the requested results run: the loss and what it depends on when training, the model's
+outputs (and the loss when targets are given) when evaluating. Backward visits only the steps that lie between a
+trainable weight and the loss. Weights are a dict `f"{node}.{key}" -> float32 array` (dslc.weights.init_weights);
+optimisers update them in place, so the plan's references stay valid (`set_weights` copies into them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import networkx as nx
+import numpy as np
+
+from dslc.ops import registry
+from dslc.types import NUMPY_DTYPE
+
+F32 = np.float32
+
+
+class ExecutorError(Exception):
+    """A problem running the graph (missing forward/vjp, bad feed); the message is meant for the user."""
+
+
+def _exec_context(training: bool, rng: np.random.Generator):
+    from dslc.kernels.context import ExecContext
+    return ExecContext(training=training, rng=rng)
+
+
+@dataclass
+class Step:
+    node: str
+    op: str
+    forward: Callable
+    vjp: Callable | None
+    in_slots: tuple[int, ...]
+    out_slots: tuple[int, ...]
+    ws: dict[str, np.ndarray]               # key -> array (the shared weights dict's arrays, updated in place)
+    grad_names: dict[str, str]              # trainable key -> full weight name
+    attrs: dict
+    needs_input_grad: tuple[bool, ...] = ()  # per input slot: does anything upstream want this gradient?
+    backward: bool = False                  # run this step's vjp in the backward pass
+
+
+@dataclass
+class Plan:
+    """What one run (train step or evaluation) executes, computed once per graph and purpose."""
+    steps: list[Step]
+    n_slots: int
+    feed_slots: list[tuple[str, int, np.dtype, tuple]]   # (input name, slot, numpy dtype, declared shape)
+    target_slots: list[tuple[str, int, np.dtype, tuple]]
+    output_slots: dict[str, int]
+    loss_slot: int | None
+    backward_steps: list[Step] = field(default_factory=list)  # reversed, only those with backward=True
+
+
+class Executor:
+    """Runs a graph (forward, and backward to the loss) on numpy arrays.
+
+    `weights` is updated in place by optimisers; `set_weights` copies new values into the same arrays. The
+    executor keeps two contexts: training (dropout on, batchnorm uses and updates batch statistics) and
+    evaluation. All randomness comes from `rng` (a numpy Generator, seeded), whose state checkpoints save.
+    """
+
+    def __init__(self, g: nx.DiGraph, weights: dict[str, np.ndarray] | None = None, seed: int = 0,
+                 rng: np.random.Generator | None = None):
+        from dslc import weights as W
+        self.g = g
+        if weights is None:
+            weights = W.init_weights(g, seed)
+        problems = W.check_weights(g, weights)
+        if problems:
+            raise ExecutorError("the weights do not fit the network: " + "; ".join(problems[:5]))
+        self.weights = {k: np.ascontiguousarray(v, dtype=F32) if v.dtype != F32 or not v.flags.c_contiguous
+                        else v for k, v in weights.items()}
+        self.trainable = [name for name, _n, spec in _weight_names(g) if spec.trainable]
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.train_ctx = _exec_context(True, self.rng)
+        self.eval_ctx = _exec_context(False, self.rng)
+        self._plans: dict[tuple, Plan] = {}
+        self._saved: list | None = None
+        self._values: list | None = None
+        self._plan_run: Plan | None = None
+
+    # ---------------------------------------------------------------- weights
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy values into the executor's arrays (the plan and optimiser keep their references)."""
+        for k, arr in self.weights.items():
+            if k in weights:
+                np.copyto(arr, np.asarray(weights[k], dtype=F32).reshape(arr.shape))
+
+    # ---------------------------------------------------------------- planning
+    def plan(self, purpose: str) -> Plan:
+        """purpose: "train" (loss + backward; outputs too), "eval" (outputs and loss), "infer" (outputs only)."""
+        p = self._plans.get(purpose)
+        if p is None:
+            p = self._plans[purpose] = self._build_plan(purpose)
+        return p
+
+    def _build_plan(self, purpose: str) -> Plan:
+        g = self.g
+        loss = g.graph.get("loss")
+        if purpose == "train" and loss is None:
+            raise ExecutorError(f"network `{g.graph.get('name')}` has no loss: add a `train {{ ... loss = ... }}` "
+                                f"section to train it")
+        order = list(nx.topological_sort(g))
+        slots: dict[tuple[str, int], int] = {}
+        for n in order:
+            for j in range(len(g.nodes[n]["outputs"])):
+                slots[(n, j)] = len(slots)
+        outputs = dict(g.graph.get("outputs") or {})
+        wanted: set[str] = {src for src, _ in outputs.values()}
+        use_loss = loss is not None and purpose in ("train", "eval")
+        if use_loss:
+            wanted.add(loss[0])
+        needed = set(wanted)
+        for n in wanted:
+            needed |= nx.ancestors(g, n)
+        # gradient flow: nodes downstream of a trainable weight and upstream of the loss
+        grad_src: set[str] = set()
+        if purpose == "train":
+            for n in order:
+                nd = g.nodes[n]
+                if any(s.trainable for s in nd["weights"].values()):
+                    grad_src.add(n)
+            down: set[str] = set()
+            for n in grad_src:
+                down.add(n)
+                down |= nx.descendants(g, n)
+            up = nx.ancestors(g, loss[0]) | {loss[0]}
+            flows = down & up
+        else:
+            flows = set()
+        steps = []
+        for n in order:
+            nd = g.nodes[n]
+            if nd["op"] == "input" or n not in needed:
+                continue
+            if not use_loss and nd.get("role") == "loss":
+                continue
+            op = registry.get(nd["op"])
+            if op is None:
+                raise ExecutorError(f"node `{n}`: unknown op `{nd['op']}`")
+            if op.forward is None:
+                raise ExecutorError(f"op `{op.name}` (node `{n}`) has no numpy forward yet, so it cannot be executed")
+            back = n in flows
+            if back and op.vjp is None:
+                raise ExecutorError(f"op `{op.name}` (node `{n}`) has no gradient (vjp) yet, so it cannot be trained")
+            ws = {key: self.weights[f"{n}.{key}"] for key in nd["weights"]}
+            grad_names = {key: f"{n}.{key}" for key, spec in nd["weights"].items() if spec.trainable}
+            in_slots = tuple(slots[(src, idx)] for src, idx in nd["inputs"])
+            needs = tuple(src in flows for src, _ in nd["inputs"])
+            steps.append(Step(n, op.name, op.forward, op.vjp, in_slots,
+                              tuple(slots[(n, j)] for j in range(len(nd["outputs"]))), ws, grad_names,
+                              dict(nd["attrs"]), needs, back))
+
+        def feed(names):
+            out = []
+            for name in names:
+                t = g.nodes[name]["outputs"][0]
+                out.append((name, slots[(name, 0)], np.dtype(NUMPY_DTYPE[t.dtype]), tuple(t.shape)))
+            return out
+        return Plan(
+            steps=steps, n_slots=len(slots),
+            feed_slots=[f for f in feed(g.graph.get("inputs") or []) if f[0] in needed],
+            target_slots=[f for f in feed(g.graph.get("targets") or []) if f[0] in needed] if use_loss else [],
+            output_slots={name: slots[o] for name, o in outputs.items()},
+            loss_slot=slots[tuple(loss)] if use_loss else None,
+            backward_steps=[s for s in reversed(steps) if s.backward],
+        )
+
+    # ---------------------------------------------------------------- running
+    def _load_feeds(self, plan: Plan, values: list, inputs, targets) -> None:
+        for specs, given, what in ((plan.feed_slots, inputs, "input"), (plan.target_slots, targets, "target")):
+            if given is None:
+                given = []
+            if isinstance(given, np.ndarray):
+                given = [given]
+            if isinstance(given, dict):
+                missing = [name for name, *_ in specs if name not in given]
+                if missing:
+                    raise ExecutorError(f"no value given for {what} `{missing[0]}`")
+                arrays = [given[name] for name, *_ in specs]
+            else:
+                given = list(given)
+                if len(given) < len(specs):
+                    raise ExecutorError(f"expected {len(specs)} {what}(s) "
+                                        f"({', '.join(s[0] for s in specs)}), got {len(given)}")
+                arrays = given[:len(specs)]
+            for (name, slot, dtype, shape), arr in zip(specs, arrays):
+                arr = np.asarray(arr)
+                if arr.dtype != dtype:
+                    arr = arr.astype(dtype)
+                if arr.ndim != len(shape) or any(isinstance(d, int) and d != a for d, a in zip(shape, arr.shape)):
+                    raise ExecutorError(f"{what} `{name}` expects shape [{', '.join(str(d) for d in shape)}], "
+                                        f"got {list(arr.shape)}")
+                values[slot] = arr
+
+    def _forward(self, plan: Plan, ctx, inputs, targets, keep: bool) -> list:
+        values: list[Any] = [None] * plan.n_slots
+        self._load_feeds(plan, values, inputs, targets)
+        saved: list[Any] = [None] * len(plan.steps) if keep else None
+        for i, st in enumerate(plan.steps):
+            xs = [values[s] for s in st.in_slots]
+            ys, sv = st.forward(ctx, xs, st.ws, st.attrs)
+            for s, y in zip(st.out_slots, ys):
+                values[s] = y
+            if keep and st.backward:
+                saved[i] = (xs, sv)
+        if keep:
+            self._saved = saved
+        return values
+
+    def forward(self, inputs, targets=None, training: bool = False) -> dict[str, np.ndarray]:
+        """Run the model (and the loss, when targets are given). Returns {output name: array, "loss": scalar}."""
+        purpose = "eval" if targets is not None and self.g.graph.get("loss") is not None else "infer"
+        plan = self.plan(purpose)
+        values = self._forward(plan, self.train_ctx if training else self.eval_ctx, inputs, targets, keep=False)
+        out = {name: values[s] for name, s in plan.output_slots.items()}
+        if plan.loss_slot is not None:
+            out["loss"] = values[plan.loss_slot]
+        return out
+
+    def loss_and_grads(self, inputs, targets, training: bool = True):
+        """One forward + backward pass. Returns (loss: float, outputs: dict, grads: dict name -> float32 array).
+
+        Weights that get no gradient (not connected to the loss) get zeros, so optimisers see every trainable
+        weight each step."""
+        plan = self.plan("train")
+        ctx = self.train_ctx if training else self.eval_ctx
+        values = self._forward(plan, ctx, inputs, targets, keep=True)
+        saved = self._saved
+        self._saved = None
+        loss = values[plan.loss_slot]
+        grads_v: list[Any] = [None] * plan.n_slots
+        owned = bytearray(plan.n_slots)  # 1 where grads_v[slot] is our own array (safe to add into in place)
+        grads_v[plan.loss_slot] = np.ones(np.shape(loss), F32)
+        owned[plan.loss_slot] = 1
+        wgrads: dict[str, np.ndarray] = {}
+        steps = plan.steps
+        for i in range(len(steps) - 1, -1, -1):
+            st = steps[i]
+            if not st.backward:
+                continue
+            gys = [grads_v[s] for s in st.out_slots]
+            if all(gy is None for gy in gys):
+                continue
+            xs, sv = saved[i]
+            saved[i] = None
+            ctx.needs_input_grad = st.needs_input_grad
+            gxs, gws = st.vjp(ctx, gys, sv, xs, st.ws, st.attrs)
+            for s in st.out_slots:   # free output gradients as soon as they are consumed
+                grads_v[s] = None
+            for s, need, gx in zip(st.in_slots, st.needs_input_grad, gxs):
+                if gx is None or not need:
+                    continue
+                if gx.dtype != F32:
+                    gx = gx.astype(F32)
+                cur = grads_v[s]
+                if cur is None:
+                    grads_v[s] = gx
+                elif owned[s]:
+                    if cur.shape == gx.shape:
+                        cur += gx
+                    else:
+                        grads_v[s] = cur + gx
+                else:
+                    grads_v[s] = cur + gx
+                    owned[s] = 1
+            if gws:
+                for key, name in st.grad_names.items():
+                    gw = gws.get(key)
+                    if gw is None:
+                        continue
+                    if gw.dtype != F32:
+                        gw = gw.astype(F32)
+                    wgrads[name] = gw
+        ctx.needs_input_grad = None
+        for name in self.trainable:
+            if name not in wgrads:
+                wgrads[name] = np.zeros_like(self.weights[name])
+        outputs = {name: values[s] for name, s in plan.output_slots.items()}
+        return float(loss), outputs, wgrads
+
+
+def _weight_names(g):
+    from dslc import ir
+    return ir.weight_names(g)
+
+
+def numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-3, idx: Sequence | None = None):
+    """Central finite differences of scalar f() w.r.t. entries of arr (in float64 arithmetic on f's output)."""
+    flat = arr.reshape(-1)
+    idx = range(flat.size) if idx is None else idx
+    out = {}
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[i] = (fp - fm) / (2 * eps)
+    return out

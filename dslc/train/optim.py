@@ -1,0 +1,312 @@
+"""Optimisers (SGD with momentum / Nesterov / weight decay, Adam, AdamW), learning-rate schedules and global-norm
+gradient clipping.
+
+Everything is float32 and in place: `step(grads, lr)` updates the parameter arrays it was given (the executor's
+weights) and its own state, using preallocated scratch buffers, so a training step allocates nothing here.
+No randomness: the same gradients give the same weights, bit for bit. State (moments, step count) round-trips
+through `state_dict()` / `load_state_dict()` as plain arrays and numbers (checkpoints, allow_pickle=False).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+F32 = np.float32
+
+
+class OptimizerError(ValueError):
+    """Bad optimiser / schedule settings (unknown name, bad value); the message is meant for the user."""
+
+
+class Optimizer:
+    name = "optimizer"
+    state_keys: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, weight_decay: float = 0.0):
+        if not lr > 0:
+            raise OptimizerError(f"the learning rate must be positive, got {lr}")
+        if weight_decay < 0:
+            raise OptimizerError(f"weight_decay must not be negative, got {weight_decay}")
+        for k, p in params.items():
+            if p.dtype != F32:
+                raise OptimizerError(f"parameter `{k}` is {p.dtype}, expected float32")
+        self.params = params
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0
+        self.state: dict[str, dict[str, np.ndarray]] = {
+            k: {s: np.zeros_like(p) for s in self.state_keys} for k, p in params.items()}
+        self._tmp = {k: np.empty_like(p) for k, p in params.items()}
+
+    def step(self, grads: dict[str, np.ndarray], lr: float | None = None) -> None:
+        self.t += 1
+        lr = self.lr if lr is None else float(lr)
+        for k, p in self.params.items():
+            g = grads.get(k)
+            if g is None:
+                continue
+            if g.shape != p.shape:
+                g = g.reshape(p.shape)
+            self._update(k, p, g, lr)
+
+    def _update(self, k, p, g, lr):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # checkpoints
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {f"{s}/{k}": st[s] for k, st in self.state.items() for s in self.state_keys}
+        return arrays, {"name": self.name, "t": self.t}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        if meta.get("name") != self.name:
+            raise OptimizerError(f"the checkpoint's optimiser is {meta.get('name')}, this run uses {self.name}")
+        self.t = int(meta["t"])
+        for k, st in self.state.items():
+            for s in self.state_keys:
+                key = f"{s}/{k}"
+                if key not in arrays:
+                    raise OptimizerError(f"the checkpoint has no optimiser state `{key}`")
+                np.copyto(st[s], arrays[key])
+
+
+class SGD(Optimizer):
+    """p -= lr * v with v = momentum * v + (g + wd * p); Nesterov uses g + momentum * v as the step."""
+    name = "sgd"
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        if momentum < 0:
+            raise OptimizerError(f"momentum must not be negative, got {momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise OptimizerError("Nesterov momentum needs momentum > 0 and no dampening")
+        self.state_keys = ("momentum",) if momentum else ()
+        super().__init__(params, lr, weight_decay)
+        self.momentum, self.nesterov, self.dampening = float(momentum), bool(nesterov), float(dampening)
+        self._tmp2 = {k: np.empty_like(p) for k, p in params.items()} if nesterov else {}
+
+    def _update(self, k, p, g, lr):
+        tmp = self._tmp[k]
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            tmp += g
+            g = tmp
+        if self.momentum:
+            buf = self.state[k]["momentum"]
+            if self.t == 1:
+                np.copyto(buf, g)
+            else:
+                buf *= self.momentum
+                if self.dampening:
+                    buf += (1.0 - self.dampening) * g
+                else:
+                    buf += g
+            if self.nesterov:  # step along g + momentum * buf
+                tmp2 = self._tmp2[k]
+                np.multiply(buf, self.momentum, out=tmp2)
+                tmp2 += g
+                g = tmp2
+            else:
+                g = buf
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; `weight_decay` adds wd * p to the gradient (L2, like torch)."""
+    name = "adam"
+    state_keys = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, betas=None):
+        if betas is not None:
+            beta1, beta2 = betas
+        for nm, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= b < 1.0:
+                raise OptimizerError(f"{nm} must be in [0, 1), got {b}")
+        if not eps > 0:
+            raise OptimizerError(f"eps must be positive, got {eps}")
+        super().__init__(params, lr, weight_decay)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self._tmp2 = {k: np.empty_like(p) for k, p in params.items()}
+
+    def step(self, grads, lr=None):
+        t = self.t + 1
+        self._bc1 = 1.0 - self.beta1 ** t
+        self._bc2 = 1.0 - self.beta2 ** t
+        super().step(grads, lr)
+
+    def _update(self, k, p, g, lr):
+        st = self.state[k]
+        m, v, tmp, tmp2 = st["m"], st["v"], self._tmp[k], self._tmp2[k]
+        if self.weight_decay and not self.decoupled:
+            np.multiply(p, self.weight_decay, out=tmp2)
+            tmp2 += g
+            g = tmp2
+        b1, b2 = self.beta1, self.beta2
+        # m = b1 m + (1 - b1) g ; v = b2 v + (1 - b2) g^2
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(self._bc2)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        if self.weight_decay and self.decoupled:
+            p *= 1.0 - lr * self.weight_decay
+        tmp *= lr / self._bc1
+        p -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * wd before the Adam step."""
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, betas=None):
+        super().__init__(params, lr, beta1, beta2, eps, weight_decay, betas)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+_OPT_KEYS = {
+    "sgd": {"lr", "momentum", "nesterov", "weight_decay", "dampening"},
+    "adam": {"lr", "beta1", "beta2", "betas", "eps", "weight_decay"},
+    "adamw": {"lr", "beta1", "beta2", "betas", "eps", "weight_decay"},
+}
+
+
+def make_optimizer(spec: dict | str, params: dict[str, np.ndarray], lr: float | None = None) -> Optimizer:
+    """From a train-section spec {"name": "adam", "lr": 1e-3, ...}; `lr` (the --lr flag) overrides."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = str(spec.pop("name", "sgd")).lower()
+    if name not in OPTIMIZERS:
+        raise OptimizerError(f"unknown optimizer `{name}` (known: {', '.join(OPTIMIZERS)})")
+    unknown = set(spec) - _OPT_KEYS[name]
+    if unknown:
+        raise OptimizerError(f"optimizer {name}: unknown argument `{sorted(unknown)[0]}` "
+                             f"(known: {', '.join(sorted(_OPT_KEYS[name]))})")
+    if lr is not None:
+        spec["lr"] = lr
+    try:
+        return OPTIMIZERS[name](params, **spec)
+    except TypeError as e:  # a list where a number was expected, ...
+        raise OptimizerError(f"optimizer {name}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+class Schedule:
+    """lr(step) for step = 0, 1, ... (the step about to be taken). Epoch-valued settings are converted with the
+    number of steps per epoch. Optional linear warm-up from lr/warmup-steps to lr, then the decay."""
+    name = "constant"
+
+    def __init__(self, lr: float, steps_per_epoch: int, epochs: int, warmup: float = 0.0,
+                 warmup_steps: int | None = None):
+        if warmup < 0:
+            raise OptimizerError(f"warmup must not be negative, got {warmup}")
+        self.base = float(lr)
+        self.spe = max(int(steps_per_epoch), 1)
+        self.total = max(self.spe * int(epochs), 1)
+        self.warm = int(warmup_steps) if warmup_steps is not None else int(round(warmup * self.spe))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm:
+            return self.base * (step + 1) / self.warm
+        return self.decay(step)
+
+    def decay(self, step: int) -> float:
+        return self.base
+
+
+class StepSchedule(Schedule):
+    """Multiply by gamma every `step_size` epochs (or `step_steps` steps)."""
+    name = "step"
+
+    def __init__(self, lr, steps_per_epoch, epochs, step_size: float = 1, gamma: float = 0.1, step_steps=None,
+                 **kw):
+        super().__init__(lr, steps_per_epoch, epochs, **kw)
+        self.every = int(step_steps) if step_steps else max(int(round(step_size * self.spe)), 1)
+        self.gamma = float(gamma)
+
+    def decay(self, step):
+        return self.base * self.gamma ** (step // self.every)
+
+
+class CosineSchedule(Schedule):
+    """Half a cosine from lr down to min_lr over the steps after the warm-up."""
+    name = "cosine"
+
+    def __init__(self, lr, steps_per_epoch, epochs, min_lr: float = 0.0, **kw):
+        super().__init__(lr, steps_per_epoch, epochs, **kw)
+        self.min_lr = float(min_lr)
+
+    def decay(self, step):
+        span = max(self.total - self.warm, 1)
+        t = min(max(step - self.warm, 0) / span, 1.0)
+        return self.min_lr + (self.base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class ExponentialSchedule(Schedule):
+    """Multiply by gamma every epoch (smoothly, per step)."""
+    name = "exponential"
+
+    def __init__(self, lr, steps_per_epoch, epochs, gamma: float = 0.9, **kw):
+        super().__init__(lr, steps_per_epoch, epochs, **kw)
+        self.gamma = float(gamma)
+
+    def decay(self, step):
+        return self.base * self.gamma ** ((step - self.warm) / self.spe)
+
+
+SCHEDULES = {"constant": Schedule, "warmup": Schedule, "step": StepSchedule, "cosine": CosineSchedule,
+             "exponential": ExponentialSchedule}
+_SCHED_KEYS = {"warmup", "warmup_steps"}
+_SCHED_EXTRA = {"constant": set(), "warmup": set(), "step": {"step_size", "gamma", "step_steps"},
+                "cosine": {"min_lr"}, "exponential": {"gamma"}}
+
+
+def make_schedule(spec: dict | str | None, lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
+    if spec is None:
+        return Schedule(lr, steps_per_epoch, epochs)
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = str(spec.pop("name", "constant")).lower()
+    if name not in SCHEDULES:
+        raise OptimizerError(f"unknown schedule `{name}` (known: {', '.join(SCHEDULES)})")
+    if name == "warmup" and "epochs" in spec:  # warmup(epochs=2)
+        spec["warmup"] = spec.pop("epochs")
+    allowed = _SCHED_KEYS | _SCHED_EXTRA[name]
+    unknown = set(spec) - allowed
+    if unknown:
+        raise OptimizerError(f"schedule {name}: unknown argument `{sorted(unknown)[0]}` "
+                             f"(known: {', '.join(sorted(allowed))})")
+    try:
+        return SCHEDULES[name](lr, steps_per_epoch, epochs, **spec)
+    except TypeError as e:
+        raise OptimizerError(f"schedule {name}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- clipping
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    total = 0.0
+    for g in grads.values():
+        f = g.reshape(-1)
+        total += float(np.dot(f, f))
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most max_norm; returns the norm before."""
+    norm = global_norm(grads)
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
