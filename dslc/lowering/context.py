@@ -118,7 +118,7 @@ class LowerCtx:
         `f"{node}.{key}"` (e.g. `fc.weight.T`) so it is never mistaken for the weight itself."""
         name = f"{node}.{key}"
         if name not in self.initializers:
-            self.initializers[name] = np.ascontiguousarray(value, dtype=np.float32)
+            self.initializers[name] = np.array(value, dtype=np.float32, order="C")
             self._taken.add(name)
         return name
 

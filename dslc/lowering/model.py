@@ -109,7 +109,7 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
             info.value_types[t] = (g.nodes[n]["outputs"][idx], n)
     info.origin = dict(ctx.origin)
 
-    tensors = [numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in inits.items()]
+    tensors = [numpy_helper.from_array(np.asarray(a, order="C"), name) for name, a in inits.items()]
     info.weight_bytes = sum(int(a.nbytes) for a in inits.values())
     graph = helper.make_graph(nodes, _graph_name(g), graph_inputs, outputs, initializer=tensors,
                               doc_string=g.graph.get("doc") or "")
