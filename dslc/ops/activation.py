@@ -105,10 +105,12 @@ def gelu_lower(ctx, node):
 
 RELU = _pointwise("relu", "max(x, 0).", forward=relu_forward, vjp=relu_vjp, lower=relu_lower)
 LEAKY_RELU = _pointwise("leaky_relu", "x if x > 0 else alpha * x.", (Param("alpha", "float", 0.01),),
-                        ({"alpha": 0.01}, {"alpha": 0.2}), forward=leaky_relu_forward, vjp=leaky_relu_vjp, lower=leaky_relu_lower)
+                        ({"alpha": 0.01}, {"alpha": 0.2}), forward=leaky_relu_forward, vjp=leaky_relu_vjp,
+                        lower=leaky_relu_lower)
 SIGMOID = _pointwise("sigmoid", "1 / (1 + exp(-x)).", forward=sigmoid_forward, vjp=sigmoid_vjp, lower=sigmoid_lower)
 TANH = _pointwise("tanh", "Hyperbolic tangent.", forward=tanh_forward, vjp=tanh_vjp, lower=tanh_lower)
-GELU = _pointwise("gelu", "Gaussian error linear unit (exact, erf form).", forward=gelu_forward, vjp=gelu_vjp, lower=gelu_lower)
+GELU = _pointwise("gelu", "Gaussian error linear unit (exact, erf form).", forward=gelu_forward, vjp=gelu_vjp,
+                  lower=gelu_lower)
 
 
 def _softmax_infer(ins, attrs):

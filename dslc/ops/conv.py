@@ -107,6 +107,17 @@ def _conv_params(kind):
     )
 
 
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def conv_lower(ctx, node):
+    """conv1d / conv2d: one Conv with its bias; symbolic "same" with stride > 1 as auto_pad SAME_UPPER."""
+    a = ctx.attrs(node)
+    ins = [ctx.x(node), ctx.weight(node, "weight")] + ([ctx.weight(node, "bias")] if a["bias"] else [])
+    same = a["pads"] is None
+    ctx.emit("Conv", ins, ctx.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+             dilations=list(a["dilation"]), group=a["groups"],
+             pads=None if same else list(a["pads"]), auto_pad="SAME_UPPER" if same else None)
+
+
 CONV1D = register(Op(
     name="conv1d", inputs=("x",), infer=_conv_infer_n(1, "conv1d", "N, C, W"), prepare=_conv_prepare_n(1),
     weights=_conv_weights, macs=_conv_macs, short="conv", params=_conv_params("ints"),
@@ -119,6 +130,7 @@ CONV1D = register(Op(
                                         "bias": False}, "dilated, grouped"),
         Case((TensorType(("N", 2, "W")),), {"out": 3, "kernel": 3, "padding": "same"}, "symbolic batch and width"),
     ],
+    lower=conv_lower,
 ))
 
 CONV2D = register(Op(
@@ -140,6 +152,7 @@ CONV2D = register(Op(
         Case((TensorType(("N", 3, "H", "W")),), {"out": 2, "kernel": 3, "stride": 2, "padding": 1},
              "symbolic spatial dims"),
     ],
+    lower=conv_lower,
 ))
 
 
@@ -191,6 +204,14 @@ def _deconv_macs(ins, outs, attrs):
     return numel1(ins[0].shape) * (attrs["out"] // attrs["groups"]) * kh * kw
 
 
+def conv_transpose2d_lower(ctx, node):
+    a = ctx.attrs(node)
+    ins = [ctx.x(node), ctx.weight(node, "weight")] + ([ctx.weight(node, "bias")] if a["bias"] else [])
+    ctx.emit("ConvTranspose", ins, ctx.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+             dilations=list(a["dilation"]), group=a["groups"], pads=list(a["pads"]),
+             output_padding=list(a["output_padding"]) if any(a["output_padding"]) else None)
+
+
 CONV_TRANSPOSE2D = register(Op(
     name="conv_transpose2d", inputs=("x",), infer=_deconv_infer, prepare=_deconv_prepare, weights=_deconv_weights,
     macs=_deconv_macs, short="deconv",
@@ -205,4 +226,5 @@ CONV_TRANSPOSE2D = register(Op(
              "grouped, dilated"),
         Case((TensorType(("N", 3, 4, 4)),), {"out": 2, "kernel": 4, "stride": 2, "padding": 1}, "symbolic batch"),
     ],
+    lower=conv_transpose2d_lower,
 ))

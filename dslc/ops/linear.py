@@ -30,6 +30,22 @@ def _linear_macs(ins, outs, attrs):
     return numel1(outs[0].shape) * ins[0].shape[-1]
 
 
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def linear_lower(ctx, node):
+    """Rank 2: one Gemm (x W^T + b). Other ranks: MatMul by W^T (derived initializer `<node>.weight.T`) + Add."""
+    a = ctx.attrs(node)
+    x = ctx.x(node)
+    if ctx.in_types(node)[0].rank == 2:
+        ins = [x, ctx.weight(node, "weight")] + ([ctx.weight(node, "bias")] if a["bias"] else [])
+        ctx.emit("Gemm", ins, ctx.out(node), transB=1)
+        return
+    wt = ctx.derived(node, "weight.T", ctx.weight_array(node, "weight").T)
+    if not a["bias"]:
+        ctx.emit("MatMul", [x, wt], ctx.out(node))
+        return
+    ctx.emit("Add", [ctx.emit("MatMul", [x, wt]), ctx.weight(node, "bias")], ctx.out(node))
+
+
 LINEAR = register(Op(
     name="linear", inputs=("x",), infer=_linear_infer, prepare=_linear_prepare, weights=_linear_weights,
     macs=_linear_macs, short="fc",
@@ -40,6 +56,7 @@ LINEAR = register(Op(
         Case((TensorType(("N", 8)),), {"out": 3, "bias": False}, "symbolic batch, no bias"),
         Case((TensorType((2, 3, 8)),), {"out": 5}, "applied over the last dim of a rank-3 input"),
     ],
+    lower=linear_lower,
 ))
 
 
@@ -69,6 +86,10 @@ def _matmul_macs(ins, outs, attrs):
     return numel1(outs[0].shape) * dim1(a.shape[-1])
 
 
+def matmul_lower(ctx, node):
+    ctx.emit("MatMul", ctx.inputs(node), ctx.out(node))
+
+
 MATMUL = register(Op(
     name="matmul", inputs=("a", "b"), infer=_matmul_infer, macs=_matmul_macs,
     doc="numpy matmul: [..., M, K] @ [..., K, P] -> [..., M, P], batch dims broadcast; rank-1 operands "
@@ -80,4 +101,5 @@ MATMUL = register(Op(
         Case((TensorType(("N", 3, 4)), TensorType(("N", 4, 3))), note="symbolic batch"),
         Case((TensorType((4,)), TensorType((4, 3))), note="vector @ matrix"),
     ],
+    lower=matmul_lower,
 ))

@@ -19,6 +19,13 @@ def _bn_weights(ins, attrs):
             "running_var": WeightSpec((c,), "ones", trainable=False)}
 
 
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def batchnorm_lower(ctx, node):
+    """Inference form (running statistics); `dslc compile --fold-bn` folds it into a preceding Conv."""
+    ins = [ctx.x(node)] + [ctx.weight(node, k) for k in ("weight", "bias", "running_mean", "running_var")]
+    ctx.emit("BatchNormalization", ins, ctx.out(node), epsilon=float(ctx.attrs(node)["eps"]))
+
+
 BATCHNORM = register(Op(
     name="batchnorm", inputs=("x",), infer=_bn_infer, weights=_bn_weights, short="bn",
     params=(Param("eps", "float", 1e-5), Param("momentum", "float", 0.1,
@@ -29,6 +36,7 @@ BATCHNORM = register(Op(
         Case((TensorType((4, 5)),), {"eps": 1e-3, "momentum": 0.2}, "rank 2"),
         Case((TensorType(("N", 3, 8)),), note="rank 3, symbolic batch"),
     ],
+    lower=batchnorm_lower,
 ))
 
 
@@ -45,6 +53,11 @@ def _ln_weights(ins, attrs):
     return {"weight": WeightSpec((c,), "ones"), "bias": WeightSpec((c,), "zeros")}
 
 
+def layernorm_lower(ctx, node):
+    ctx.emit("LayerNormalization", [ctx.x(node), ctx.weight(node, "weight"), ctx.weight(node, "bias")],
+             ctx.out(node), axis=-1, epsilon=float(ctx.attrs(node)["eps"]))
+
+
 LAYERNORM = register(Op(
     name="layernorm", inputs=("x",), infer=_ln_infer, weights=_ln_weights, short="ln",
     params=(Param("eps", "float", 1e-5),),
@@ -53,6 +66,7 @@ LAYERNORM = register(Op(
         Case((TensorType((2, 3, 8)),)),
         Case((TensorType(("N", 4)),), {"eps": 1e-6}, "symbolic batch"),
     ],
+    lower=layernorm_lower,
 ))
 
 
@@ -60,6 +74,11 @@ def _drop_prepare(ins, attrs):
     if not 0.0 <= attrs["p"] < 1.0:
         raise TypeError(f"`p` must be in [0, 1), got {attrs['p']}")
     return attrs
+
+
+def dropout_lower(ctx, node):
+    """The identity in inference export: no ONNX node at all."""
+    ctx.alias(node, ctx.x(node))
 
 
 DROPOUT = register(Op(
@@ -70,4 +89,5 @@ DROPOUT = register(Op(
         Case((TensorType((2, 8)),)),
         Case((TensorType(("N", 3, 4)),), {"p": 0.1}, "symbolic batch"),
     ],
+    lower=dropout_lower,
 ))

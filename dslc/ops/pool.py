@@ -81,12 +81,29 @@ def _pool_cases(extra=None):
     return cases + (extra or [])
 
 
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def _pool_lower(onnx_op):
+    def lower(ctx, node):
+        a = ctx.attrs(node)
+        same = a["pads"] is None
+        ctx.emit(onnx_op, [ctx.x(node)], ctx.out(node), kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                 pads=None if same or not any(a["pads"]) else list(a["pads"]),
+                 auto_pad="SAME_UPPER" if same else None, ceil_mode=1 if a["ceil_mode"] else None,
+                 count_include_pad=1 if a.get("count_include_pad") else None)
+    return lower
+
+
+maxpool_lower = _pool_lower("MaxPool")
+avgpool_lower = _pool_lower("AveragePool")
+
+
 MAXPOOL = register(Op(
     name="maxpool", inputs=("x",), infer=_pool_infer_for("maxpool"), prepare=_pool_prepare, params=_POOL_PARAMS,
     short="pool",
     doc="Max pooling over the last 1 or 2 dims: [N, C, H, W] -> [N, C, floor_or_ceil((H + pads - kernel) / "
         "stride) + 1, ...].",
     cases=_pool_cases(),
+    lower=maxpool_lower,
 ))
 
 AVGPOOL = register(Op(
@@ -96,6 +113,7 @@ AVGPOOL = register(Op(
         "stride) + 1, ...]; padded cells are excluded from the mean unless count_include_pad.",
     cases=_pool_cases([Case((TensorType((1, 2, 6, 6)),), {"kernel": 3, "stride": 2, "padding": 1,
                                                           "count_include_pad": True}, "count_include_pad")]),
+    lower=avgpool_lower,
 ))
 
 
@@ -104,6 +122,15 @@ def _gap_infer(ins, attrs):
     if x.rank < 3:
         raise ShapeError(f"global_avgpool expects [N, C, *spatial] (rank >= 3), got {shp(x)}")
     return [x.with_shape(x.shape[:2] + ((1,) * (x.rank - 2) if attrs["keepdims"] else ()))]
+
+
+def global_avgpool_lower(ctx, node):
+    """keepdims: GlobalAveragePool; else one ReduceMean over the spatial axes (not GlobalAveragePool + Flatten)."""
+    x, t = ctx.x(node), ctx.in_types(node)[0]
+    if ctx.attrs(node)["keepdims"]:
+        ctx.emit("GlobalAveragePool", [x], ctx.out(node))
+    else:
+        ctx.emit("ReduceMean", [x, ctx.ints(range(2, t.rank), "axes")], ctx.out(node), keepdims=0)
 
 
 GLOBAL_AVGPOOL = register(Op(
@@ -115,6 +142,7 @@ GLOBAL_AVGPOOL = register(Op(
         Case((TensorType(("N", 3, 5, 5)),), {"keepdims": True}, "keepdims, symbolic batch"),
         Case((TensorType((2, 3, 8)),), note="1-D"),
     ],
+    lower=global_avgpool_lower,
 ))
 
 
@@ -135,6 +163,19 @@ def _up_infer(ins, attrs):
     return [x.with_shape(x.shape[:2] + (dim_mul(x.shape[2], sh), dim_mul(x.shape[3], sw)))]
 
 
+def upsample_lower(ctx, node):
+    """Resize by constant scales: nearest = torch's (asymmetric, floor); bilinear = half_pixel or align_corners."""
+    a = ctx.attrs(node)
+    sh, sw = a["scale"]
+    scales = ctx.const([1.0, 1.0, float(sh), float(sw)], "float32", "scales")
+    if a["mode"] == "nearest":
+        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:
+        kw = dict(mode="linear",
+                  coordinate_transformation_mode="align_corners" if a["align_corners"] else "half_pixel")
+    ctx.emit("Resize", [ctx.x(node), "", scales], ctx.out(node), **kw)
+
+
 UPSAMPLE = register(Op(
     name="upsample", inputs=("x",), infer=_up_infer, prepare=_up_prepare, short="up",
     params=(Param("scale", "int2", 2), Param("mode", "choice", "nearest", ("nearest", "bilinear")),
@@ -146,4 +187,5 @@ UPSAMPLE = register(Op(
         Case((TensorType((1, 2, 3, 3)),), {"scale": 2, "mode": "bilinear", "align_corners": True}, "align_corners"),
         Case((TensorType(("N", 2, "H", 4)),), {"scale": 2}, "symbolic"),
     ],
+    lower=upsample_lower,
 ))

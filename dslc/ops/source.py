@@ -18,6 +18,12 @@ def _param_init(attrs):
     return f"normal:{attrs['std']}" if attrs["init"] == "normal" else attrs["init"]
 
 
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def param_lower(ctx, node):
+    """The learned tensor is the initializer `<node>.value` itself: no node."""
+    ctx.alias(node, ctx.weight(node, "value"))
+
+
 PARAM = register(Op(
     name="param", inputs=(), infer=lambda ins, attrs: [TensorType(tuple(attrs["shape"]))], prepare=_param_prepare,
     weights=lambda ins, attrs: {"value": WeightSpec(tuple(attrs["shape"]), _param_init(attrs))},
@@ -31,7 +37,15 @@ PARAM = register(Op(
         Case((), {"shape": [1, 5, 8], "init": "normal", "std": 0.02}, "position embedding"),
         Case((), {"shape": [4], "init": "ones"}),
     ],
+    lower=param_lower,
 ))
+
+
+def constant_lower(ctx, node):
+    """A scalar initializer (deduplicated): no node."""
+    from dslc.types import NUMPY_DTYPE
+    a = ctx.attrs(node)
+    ctx.alias(node, ctx.const(a["value"], NUMPY_DTYPE[a["dtype"]], "scalar"))
 
 
 CONSTANT = register(Op(
@@ -39,4 +53,5 @@ CONSTANT = register(Op(
     params=(Param("value", "float"), Param("dtype", "choice", "f32", DTYPES)),
     doc="A scalar constant `value` of `dtype`; shape [].",
     cases=[Case((), {"value": 1.5}), Case((), {"value": 2, "dtype": "f32"})],
+    lower=constant_lower,
 ))
