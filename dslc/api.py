@@ -93,13 +93,14 @@ def elaborate_networks(prog: Program, module, modules, network: str | None, para
         return
     trains = _assign_trains(prog, module)
     el = Elaborator(modules, prog.diagnostics)
+    selected = network or nets[-1].name
     for net in nets:
         if network is not None and net.name != network:
             continue
-        g = el.elaborate_network(net, params if (network is None or net.name == network) else None,
-                                 trains.get(net.name))
+        # parameter overrides configure the selected network (the last one unless `network` names another)
+        g = el.elaborate_network(net, params if net.name == selected else None, trains.get(net.name))
         prog.networks[net.name] = g
-    prog.network = network or nets[-1].name
+    prog.network = selected
 
 
 def _assign_trains(prog: Program, module) -> dict:

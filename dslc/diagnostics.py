@@ -102,15 +102,32 @@ class Diagnostics:
             out.append(f"  hint: {d.hint}")
         return "\n".join(out)
 
+    QUOTE_WIDTH = 100  # longer source lines are shown as a window around the span
+
     def _quote(self, span: Span) -> list[str]:
+        """The source line and a caret line: `^` under the span's first character, `~` under the rest (to the
+        end of the line for a span that continues on later lines)."""
         line = self.source_line(span)
         if line is None:
             return []
+        col = max(span.col, 1)
         width = 1
-        if span.end_line == span.line and span.end_col and span.end_col > span.col:
-            width = span.end_col - span.col
+        if span.end_line == span.line and span.end_col and span.end_col > col:
+            width = span.end_col - col
+        elif span.end_line and span.end_line > span.line:
+            width = max(len(line.rstrip()) - col + 1, 1)
+        shown, start = line, 0
+        if len(line) > self.QUOTE_WIDTH:
+            start = max(0, min(col - 1 - self.QUOTE_WIDTH // 4, len(line) - self.QUOTE_WIDTH))
+            head = "..." if start > 0 else ""
+            tail = "..." if start + self.QUOTE_WIDTH < len(line) else ""
+            shown = head + line[start:start + self.QUOTE_WIDTH] + tail
+            start -= len(head)
+            width = min(width, self.QUOTE_WIDTH - (col - 1 - start) + len(head))
+        before = shown[:col - 1 - start]
+        pad = "".join("\t" if ch == "\t" else " " for ch in before) + " " * (col - 1 - start - len(before))
         gutter = f"{span.line:>4} | "
-        return [gutter + line, " " * (len(gutter) + span.col - 1) + "^" + "~" * (width - 1)]
+        return [gutter + shown, " " * len(gutter) + pad + "^" + "~" * (max(width, 1) - 1)]
 
     def render_all(self) -> str:
         return "\n".join(self.render(d) for d in self.items)

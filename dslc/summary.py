@@ -64,10 +64,10 @@ def summarize(g: nx.DiGraph, depth: int | None = None) -> Summary:
         macs += m
         shape = ", ".join(o.shape_str() for o in data["outputs"])
         parts = n.split(".")
-        if depth is not None and len(parts) > depth + 1:
-            key = ".".join(parts[: depth + 1])
+        if depth is not None and len(parts) > max(depth, 1):  # depth N shows N levels of names
+            key = ".".join(parts[: max(depth, 1)])
             if key not in groups:
-                groups[key] = Row(key, "block", shape, 0, 0, depth)
+                groups[key] = Row(key, "block", shape, 0, 0, max(depth, 1) - 1)
                 rows.append(groups[key])
             r = groups[key]
             r.shape, r.params, r.macs = shape, r.params + p_train, r.macs + m

@@ -10,7 +10,8 @@ HELP = "parse and shape-check .net files; print a summary of each network"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE.net")
     p.add_argument("--network", help="check only this network of the file")
-    p.add_argument("--depth", type=int, default=None, help="collapse blocks nested deeper than N levels")
+    p.add_argument("--depth", type=int, default=None, help="show N levels of names (layer1.block1 is level 2); "
+                   "deeper layers are summed into their block")
     p.add_argument("--json", action="store_true", help="print one JSON object per file")
     p.add_argument("-q", "--quiet", action="store_true", help="diagnostics only, no table")
 

@@ -7,6 +7,8 @@ that would only follow from it, so independent mistakes are all reported in one 
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ import networkx as nx
 from dslc import ir
 from dslc.diagnostics import Diagnostics, Span, UserError, did_you_mean
 from dslc.frontend import ast as A
-from dslc.frontend.modules import ModuleSet
+from dslc.frontend.modules import ModuleSet, std_block_index
 from dslc.frontend.train_config import TRAIN_FUNCTIONS, TrainConfig
 from dslc.ops import registry
 from dslc.ops.registry import ShapeError
@@ -28,6 +30,13 @@ class _Poison:
 
 
 POISON: Any = _Poison()
+
+
+class SymDim(str):
+    """A symbolic size (`N`) read from `x.shape`: known only at run time, so it is no compile-time integer."""
+
+
+SYMBOLIC_HINT = "a symbolic size such as `N` is only known at run time; compile-time values need known sizes"
 
 
 class Halt(Exception):
@@ -134,6 +143,7 @@ class Elaborator:
         self.diags = diags
         self.g: nx.DiGraph | None = None
         self.call_stack: list[A.BlockDef] = []
+        self.call_sites: list[tuple[str, Span | None]] = []  # (block, call span) of the blocks being run
         self.unused_reported: set = set()
 
     # ---- entry point -------------------------------------------------------------------------------------
@@ -144,9 +154,13 @@ class Elaborator:
         frame = Frame(Env(), Scope(()), net.module, block=net)
         for p in net.params:
             try:
+                if p.name in frame.env.vars:
+                    raise UserError(f"parameter `{p.name}` is declared twice", p.span, "rename one of them",
+                                    [(frame.env.vars[p.name].span, "first declared here")])
                 if p.type is not None:
                     t = self.type_of(p.type)
                     ir.add_input(g, p.name, t, p.span)
+                    frame.scope.taken[p.name] = p.span  # a layer named `as x` must not take an input's name
                     value = Tensor(p.name, 0, t, p.span)
                 elif p.name in overrides:
                     value = overrides.pop(p.name)
@@ -206,10 +220,19 @@ class Elaborator:
             try:
                 self.run_stmt(stmt, frame)
             except UserError as e:
-                self.diags.add(e.diagnostic)
+                self.diags.add(self.with_call_sites(e.diagnostic))
                 self.poison_targets(stmt, frame)
             except Halt:
                 self.poison_targets(stmt, frame)
+
+    def with_call_sites(self, d):
+        """A mistake inside a block also shows where the block was called from (innermost call first)."""
+        sites = [(span, f"in block `{name}`, called here") for name, span in reversed(self.call_sites)
+                 if span is not None]
+        if len(sites) > 3:
+            sites = sites[:3] + [(None, f"... and {len(sites) - 3} more enclosing block calls")]
+        d.notes = list(d.notes) + sites
+        return d
 
     def poison_targets(self, stmt, frame: Frame) -> None:
         if isinstance(stmt, A.Assign):
@@ -245,6 +268,10 @@ class Elaborator:
                 raise UserError("`target` declarations belong in a `train { }` section", stmt.span)
             t = self.type_of(stmt.type)
             self.check_free(frame, stmt.name, stmt.span)
+            if stmt.name in self.g:
+                raise UserError(f"`{stmt.name}` is already the name of an input or layer of the network", stmt.span,
+                                "give the target another name", [(self.g.nodes[stmt.name].get("span"),
+                                                                  f"`{stmt.name}` is made here")])
             ir.add_input(self.g, stmt.name, t, stmt.span, role="target")
             self.bind(frame, stmt.name, Tensor(stmt.name, 0, t, stmt.span), stmt.span)
         else:
@@ -323,7 +350,7 @@ class Elaborator:
             return POISON
         if isinstance(obj, Tensor):
             if e.name == "shape":
-                return list(obj.type.shape)
+                return [SymDim(d) if isinstance(d, str) else d for d in obj.type.shape]
             if e.name == "rank":
                 return obj.type.rank
             if e.name == "dtype":
@@ -359,7 +386,7 @@ class Elaborator:
             return self.tensor_binop("mul", v, -1.0, e, frame)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return -v
-        raise UserError(f"cannot negate {describe(v)}", e.span)
+        raise UserError(f"cannot negate {describe(v)}", e.span, SYMBOLIC_HINT if isinstance(v, SymDim) else None)
 
     def eval_Cond(self, e: A.Cond, frame):
         t = self.eval(e.test, frame)
@@ -380,7 +407,8 @@ class Elaborator:
             return {"==": a == b, "!=": a != b}[e.op] if e.op in ("==", "!=") else \
                 {"<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b}[e.op]()
         except TypeError:
-            raise UserError(f"cannot compare {describe(a)} with {describe(b)}", e.span) from None
+            raise UserError(f"cannot compare {describe(a)} with {describe(b)}", e.span,
+                            SYMBOLIC_HINT if isinstance(a, SymDim) or isinstance(b, SymDim) else None) from None
 
     ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "pow": "**",
              "matmul": "@"}
@@ -411,37 +439,33 @@ class Elaborator:
         if isinstance(a, list) and isinstance(b, list) and e.op == "add":
             return a + b
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
-            raise UserError(f"cannot compute {describe(a)} {self.ARITH[e.op]} {describe(b)}", e.span)
+            raise UserError(f"cannot compute {describe(a)} {self.ARITH[e.op]} {describe(b)}", e.span,
+                            SYMBOLIC_HINT if isinstance(a, SymDim) or isinstance(b, SymDim) else None)
+        if e.op == "pow" and abs(b) > 64:
+            raise UserError(f"exponent {b} is too large (at most 64)", e.right.span)
         try:
-            if e.op == "add":
-                return a + b
-            if e.op == "sub":
-                return a - b
-            if e.op == "mul":
-                return a * b
-            if e.op == "div":
-                r = a / b
-                return int(r) if isinstance(a, int) and isinstance(b, int) and r == int(r) else r
-            if e.op == "floordiv":
-                return a // b
-            if e.op == "mod":
-                return a % b
-            if e.op == "pow":
-                if abs(b) > 64:
-                    raise UserError("exponent too large", e.span)
-                return a ** b
+            r = _arith(e.op, a, b)
         except ZeroDivisionError:
-            raise UserError("division by zero", e.span) from None
-        raise AssertionError(e.op)
+            raise UserError("division by zero", e.span,
+                            f"the right side of `{self.ARITH[e.op]}` is 0 here") from None
+        except OverflowError:
+            raise UserError("the result of this arithmetic is too large", e.span) from None
+        if isinstance(r, complex):
+            raise UserError(f"{a:g} ** {b:g} is not a real number", e.span,
+                            "a negative number has no real fractional power")
+        if isinstance(r, float) and not math.isfinite(r):
+            raise UserError("the result of this arithmetic is too large", e.span)
+        return _check_int(r, e.span)
 
     def tensor_binop(self, op_name, a, b, e, frame):
         operands = []
+        dtype = next(v.type.dtype for v in (a, b) if isinstance(v, Tensor))  # a number takes the tensor's dtype
         for v, sub in ((a, getattr(e, "left", e)), (b, getattr(e, "right", e))):
             if isinstance(v, Tensor):
                 operands.append(v)
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                operands.append(self.make_node(registry.get("constant"), [], {"value": float(v)}, e.span,
-                                               frame, None))
+                operands.append(self.make_node(registry.get("constant"), [], {"value": float(v), "dtype": dtype},
+                                               e.span, frame, None))
             else:
                 raise UserError(f"cannot combine a tensor with {describe(v)}", sub.span)
         return self.make_node(registry.get(op_name), operands, {}, e.span, frame, None)
@@ -471,13 +495,20 @@ class Elaborator:
             return POISON
         for v, ex in ((start, rep.start), (stop, rep.stop)):
             if not isinstance(v, int) or isinstance(v, bool):
-                raise UserError(f"a repeat range needs integers, got {describe(v)}", (ex or rep).span)
+                raise UserError(f"a repeat range needs integers, got {describe(v)}", (ex or rep).span,
+                                SYMBOLIC_HINT if isinstance(v, SymDim) else None)
+        if stop < start:
+            if rep.start is None:
+                raise UserError(f"a repeat count must not be negative, got {stop}", rep.stop.span)
+            raise UserError(f"the repeat range {start}..{stop} runs backwards", rep.stop.span,
+                            "a range a..b counts a, a+1, ..., b-1")
         if stop - start > 10000:
             raise UserError(f"repeat of {stop - start} iterations is too many (at most 10000)", rep.span)
         base = rep.alias or "repeat"
         value = src
         for k, i in enumerate(range(start, stop)):
-            local = frame.scope.claim(f"{base}{k + 1}", rep.span)
+            # an unnamed repeat is numbered on from earlier ones in the scope (repeat3, ...); `as` names are claimed
+            local = frame.scope.claim(f"{base}{k + 1}", rep.span) if rep.alias else frame.scope.fresh(base)
             env = Env(frame.env)
             if rep.index:
                 env.vars[rep.index] = Binding(i, rep.span, used=True, kind="index")
@@ -510,19 +541,33 @@ class Elaborator:
         block = self.modules.find_block(frame.module, c.func)
         if block is not None:
             return self.call_block(block, c, args, kwargs, frame, own_scope)
+        if frame.train is not None and c.func in TRAIN_FUNCTIONS:  # before ops: `schedule = constant()`
+            return frame.train.config_call(c, args, kwargs)
         op = registry.get(c.func)
         if op is not None and op.category != "loss" or (op is not None and frame.role == "loss"):
             return self.call_op(op, c, args, kwargs, frame)
         if op is not None:
             raise UserError(f"`{c.func}` is a loss: use it in the `train {{ }}` section (`loss = {c.func}(...)`)",
                             c.func_span)
-        if frame.train is not None and c.func in TRAIN_FUNCTIONS:
-            return frame.train.config_call(c, args, kwargs)
+        where = c.func_span or c.span
+        bound = frame.env.lookup(c.func)
+        if bound is not None:
+            raise UserError(f"`{c.func}` is {describe(bound.value)}, not an op or block", where,
+                            "only ops and blocks can be called or used as a pipeline stage",
+                            [(bound.span, f"`{c.func}` is defined here")] if bound.span else None)
+        net = next((n for n in frame.module.networks if n.name == c.func), None)
+        if net is not None:
+            raise UserError(f"`{c.func}` is a network; networks cannot be called, blocks can", where,
+                            f"turn it into `block {c.func}(...)` to use it inside another network",
+                            [(net.span, f"`{c.func}` is defined here")])
         candidates = set(registry.all_ops()) | set(registry.ALIASES) | self.modules.visible_blocks(frame.module)
         if frame.train is not None:
             candidates |= set(TRAIN_FUNCTIONS)
-        raise UserError(f"unknown op or block `{c.func}`", c.func_span or c.span,
-                        did_you_mean(c.func, candidates) or "see docs/language.md for the ops dslc knows")
+        what = "function" if frame.train is not None else "op or block"
+        std = std_block_index().get(c.func)
+        hint = f"`{c.func}` is a block of {std}: add `import {std}` at the top of the file" if std else None
+        raise UserError(f"unknown {what} `{c.func}`", where,
+                        hint or did_you_mean(c.func, candidates) or "see docs/language.md for the ops dslc knows")
 
     def call_op(self, op: registry.Op, c: A.Call, args, kwargs, frame: Frame):
         n_in = len(op.inputs)
@@ -552,9 +597,12 @@ class Elaborator:
         given: dict[str, Any] = {}
         spans: dict[str, Span | None] = {}
         if len(rest) > len(op.params):
-            raise UserError(f"`{op.name}` takes at most {len(op.params)} argument"
-                            f"{'s' if len(op.params) != 1 else ''} after its tensor input"
-                            f"{'s' if n_in != 1 else ''}, got {len(rest)}", c.span, signature_hint(op))
+            most = f"at most {len(op.params)}" if op.params else "no"
+            hint = signature_hint(op)
+            if any(isinstance(v, Tensor) for v in rest):
+                hint += "; in a pipeline `x |> op(...)` the piped tensor is already the first input"
+            raise UserError(f"`{op.name}` takes {most} argument{'s' if len(op.params) != 1 else ''} after its "
+                            f"tensor input{'s' if n_in != 1 else ''}, got {len(rest)}", c.span, hint)
         for p, v in zip(op.params, rest):
             given[p.name] = v
             spans[p.name] = c.span
@@ -570,6 +618,11 @@ class Elaborator:
             if isinstance(v, Tensor) or (isinstance(v, list) and any(isinstance(x, Tensor) for x in v)):
                 raise UserError(f"argument `{k}` of `{op.name}` must be a compile-time value, got a tensor",
                                 spans.get(k) or c.span, signature_hint(op))
+            sym = v if isinstance(v, SymDim) else next((x for x in v if isinstance(x, SymDim)), None) \
+                if isinstance(v, list) else None
+            if sym is not None and op.param(k).kind not in ("any", "str"):
+                raise UserError(f"argument `{k}` of `{op.name}` needs a known size, got the symbolic size `{sym}`",
+                                spans.get(k) or c.span, SYMBOLIC_HINT)
         return self.make_node(op, tensors, given, c.span, frame, c.alias, spans)
 
     def make_node(self, op: registry.Op, tensors: list[Tensor], given: dict, span: Span | None, frame: Frame,
@@ -593,10 +646,16 @@ class Elaborator:
             for i, t in enumerate(tensors):
                 if ex.operand is None or ex.operand == i or len(tensors) <= 3:
                     if t.span is not None:
-                        notes.append((t.span, f"{describe_operand(op, i)} {t.type.shape_str()} was made here"))
-            raise UserError(f"{op.name}: {ex.message}", span, ex.hint, notes[:4]) from None
+                        made = "is declared here" if self.g.nodes[t.node]["op"] == "input" else "was made here"
+                        notes.append((t.span, f"{describe_operand(op, i, len(tensors))} {t.type.shape_str()} {made}"))
+            named = re.search(rf"\b{re.escape(op.name)}\b", ex.message[:40])  # "cannot add ...", "conv2d: ..."
+            msg = ex.message if named else f"{op.name}: {ex.message}"
+            raise UserError(msg, span, ex.hint, notes[:4]) from None
         local = frame.scope.claim(alias, span) if alias else frame.scope.fresh(op.short)
         name = frame.scope.full(local)
+        if name in self.g:
+            raise UserError(f"the name `{name}` is already used in this network", span,
+                            "give this layer another `as` name", [(self.g.nodes[name].get("span"), "first used here")])
         ir.add_node(self.g, op.name, name, [(t.node, t.index) for t in tensors], attrs, outs, weights, span,
                     frame.scope.path, frame.role)
         result = [Tensor(name, i, t, span) for i, t in enumerate(outs)]
@@ -606,8 +665,8 @@ class Elaborator:
         if block.kind == "network":
             raise UserError(f"`{block.name}` is a network; networks cannot be called, blocks can", c.span)
         if block in self.call_stack or len(self.call_stack) >= self.MAX_DEPTH:
-            chain = " -> ".join(b.name for b in self.call_stack[self.call_stack.index(block):]
-                                if block in self.call_stack) + f" -> {block.name}"
+            cycle = self.call_stack[self.call_stack.index(block):] if block in self.call_stack else []
+            chain = " -> ".join([b.name for b in cycle] + [block.name])
             raise UserError(f"recursion between blocks: {chain}", c.span,
                             "blocks are inlined at compile time, so they cannot call themselves",
                             [(block.span, f"`{block.name}` is defined here")])
@@ -631,8 +690,12 @@ class Elaborator:
             scope = frame.scope.child(local)
         sub = Frame(env, scope, block.module, frame.role, block, train=None)
         self.call_stack.append(block)
+        self.call_sites.append((block.name, c.span))
         try:
             for p in block.params:
+                if p.name in env.vars:
+                    raise UserError(f"parameter `{p.name}` of block `{block.name}` is declared twice", p.span,
+                                    "rename one of them", [(env.vars[p.name].span, "first declared here")])
                 if p.name in bound:
                     value = bound[p.name]
                 elif p.has_default:
@@ -646,6 +709,7 @@ class Elaborator:
             self.run_body(block.body, sub)
         finally:
             self.call_stack.pop()
+            self.call_sites.pop()
         self.report_unused(env)
         if sub.returned is None:
             raise UserError(f"block `{block.name}` returns nothing", block.span,
@@ -675,6 +739,8 @@ class Elaborator:
         config = TrainConfig(train.span)
         sub = Frame(Env(frame.env), Scope(("loss",)), frame.module, "loss", frame.block, train=config)
         self.run_body(train.body, sub)
+        if config.loss is None and "loss" in sub.env.vars:  # `loss = ...` failed and is reported already
+            config.loss_span = sub.env.vars["loss"].span
         self.g.graph["train"] = config.finish(self.diags)
         self.g.graph["loss"] = config.loss
         self.report_unused(sub.env)
@@ -713,6 +779,8 @@ def describe(v) -> str:
         return f"the integer {v}"
     if isinstance(v, float):
         return f"the number {v:g}"
+    if isinstance(v, SymDim):
+        return f"the symbolic size `{v}`"
     if isinstance(v, str):
         return f'the string "{v}"'
     if isinstance(v, tuple):
@@ -724,11 +792,15 @@ def describe(v) -> str:
     return type(v).__name__
 
 
-def describe_operand(op: registry.Op, i: int) -> str:
+def describe_operand(op: registry.Op, i: int, n: int = 0) -> str:
     if op.variadic:
-        return f"input {i + 1}"
+        return f"input {i + 1} of {n}" if n else f"input {i + 1}"
+    if len(op.inputs) == 1:
+        return "the input"
+    if op.category == "elementwise" or op.name == "matmul":
+        return "the left operand" if i == 0 else "the right operand"
     if i < len(op.inputs):
-        return f"`{op.inputs[i]}`"
+        return f"the `{op.inputs[i]}` input"
     return f"input {i + 1}"
 
 
@@ -753,6 +825,35 @@ def _show_default(v) -> str:
     return str(v)
 
 
+def _arith(op: str, a, b):
+    if op == "add":
+        return a + b
+    if op == "sub":
+        return a - b
+    if op == "mul":
+        return a * b
+    if op == "div":
+        r = a / b
+        return int(r) if isinstance(a, int) and isinstance(b, int) and r == int(r) else r
+    if op == "floordiv":
+        return a // b
+    if op == "mod":
+        return a % b
+    if op == "pow":
+        return a ** b
+    raise AssertionError(op)
+
+
+INT_LIMIT = 2 ** 63 - 1
+
+
+def _check_int(v, span):
+    """Compile-time integers stay within i64 (sizes, counts, indices); bigger ones are a mistake."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -INT_LIMIT <= v <= INT_LIMIT:
+        raise UserError("this integer is too large (more than 64 bits)", span)
+    return v
+
+
 # ---- compile-time builtins ----------------------------------------------------------------------------------
 def _b_len(el, c, args, kwargs):
     if kwargs or len(args) != 1 or not isinstance(args[0], (list, tuple)):
@@ -772,7 +873,9 @@ def _b_minmax(fn):
 def _b_int(el, c, args, kwargs):
     if kwargs or len(args) != 1 or not isinstance(args[0], (int, float)) or isinstance(args[0], bool):
         raise UserError("int() takes one number", c.span)
-    return int(args[0])
+    if isinstance(args[0], float) and not math.isfinite(args[0]):
+        raise UserError(f"int() of {describe(args[0])}", c.span)
+    return _check_int(int(args[0]), c.span)
 
 
 BUILTINS = {"len": _b_len, "min": _b_minmax(min), "max": _b_minmax(max), "int": _b_int}

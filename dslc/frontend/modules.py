@@ -3,6 +3,8 @@ circular and missing imports, and the table of blocks each module can see."""
 from __future__ import annotations
 
 import os
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from dslc.diagnostics import Diagnostics, Span, UserError
@@ -18,6 +20,17 @@ def std_dir() -> Path:
 
 def std_modules() -> list[str]:
     return sorted(p.stem for p in std_dir().glob("*.net"))
+
+
+@lru_cache(maxsize=1)
+def std_block_index() -> dict[str, str]:
+    """Block name -> the standard module defining it (std.resnet), for "add `import std.resnet`" hints."""
+    out: dict[str, str] = {}
+    for m in std_modules():
+        text = (std_dir() / f"{m}.net").read_text()
+        for name in re.findall(r"^[ \t]*block[ \t]+([A-Za-z_][A-Za-z0-9_]*)", text, re.M):
+            out.setdefault(name, f"std.{m}")
+    return out
 
 
 def display_path(path: Path) -> str:
@@ -46,7 +59,8 @@ class ModuleSet:
         try:
             module = parse(text, shown)
         except UserError as e:
-            self.diags.add(e.diagnostic)
+            for d in getattr(e, "diagnostics", [e.diagnostic]):
+                self.diags.add(d)
             self.by_path[path] = None
             return None
         self.by_path[path] = module
@@ -64,7 +78,7 @@ class ModuleSet:
             if not p.exists():
                 from dslc.diagnostics import did_you_mean
                 raise UserError(f"no standard module `{imp.target}`", imp.span,
-                                did_you_mean(parts[1], std_modules()) or
+                                did_you_mean(imp.target, ["std." + m for m in std_modules()]) or
                                 f"available: {', '.join('std.' + m for m in std_modules())}")
             return p.resolve()
         p = (importer.parent / imp.target).resolve()

@@ -5,11 +5,12 @@ import ast as pyast
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 
 from dslc.diagnostics import Span, UserError
 from dslc.frontend import ast as A
+from dslc.frontend import syntax
 
 
 def grammar_text() -> str:
@@ -26,80 +27,19 @@ def _parser() -> Lark:
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
-# Terminal names in Lark's messages, in the words a user reads.
-TERMINAL_WORDS = {
-    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string", "DTYPE": "a dtype (f32, i64, ...)",
-    "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
-    "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`", "DOT": "`.`", "SEMICOLON": "`;`", "PLUS": "`+`",
-    "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`", "AT": "`@`", "PERCENT": "`%`", "QMARK": "`?`",
-    "COMP_OP": "a comparison", "__ANON_0": "`|>`", "DOCSTRING": "a docstring", "$END": "end of file",
-}
-
-
-def _word(term: str) -> str:
-    if term in TERMINAL_WORDS:
-        return TERMINAL_WORDS[term]
-    try:
-        pattern = _parser().get_terminal(term).pattern
-        if pattern.type == "str":
-            return f"`{pattern.value}`"
-    except (KeyError, AttributeError):
-        pass
-    return term.lower()
-
-
-EXPRESSION_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
-OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "PERCENT", "COMP_OP", "QMARK", "AND", "OR", "__ANON_0",
-             "DOUBLESTAR", "DOUBLESLASH", "LPAR", "LSQB", "DOT", "AS"}
-
-
-def _expected(expected) -> str:
-    expected = set(expected)
-    words = set()
-    if len(expected & EXPRESSION_START) >= 4:
-        expected -= EXPRESSION_START
-        words.add("an expression")
-    if len(expected & OPERATORS) >= 4:
-        expected -= OPERATORS
-        words.add("an operator")
-    words |= {_word(t) for t in expected}
-    words = sorted(words)
-    if len(words) > 6:
-        words = words[:6] + ["..."]
-    return ", ".join(words)
-
-
-def _token_text(tok: Token) -> str:
-    if tok.type == "$END":
-        return "end of file"
-    return f"`{tok.value}`" if len(str(tok.value)) < 30 else f"`{str(tok.value)[:27]}...`"
-
-
 def syntax_error(e: UnexpectedInput, file: str, text: str) -> UserError:
-    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
-    if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
-        msg = f"unexpected character `{ch}`"
-        hint = "comments start with `#`; strings use double quotes" if ch in "'/" else None
-        return UserError(msg, Span(file, line, col, line, col + 1), hint)
-    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
-        lines = text.splitlines() or [""]
-        last = len(lines)
-        span = Span(file, last, max(len(lines[-1]), 1))
-        exp = getattr(e, "expected", None) or getattr(e, "accepts", None) or []
-        hint = "a `{` is not closed" if text.count("{") > text.count("}") else None
-        return UserError(f"unexpected end of file, expected {_expected(exp)}", span, hint)
-    tok = e.token
-    exp = e.accepts or e.expected
-    span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
-    hint = None
-    if tok.type == "EQUAL" and "RPAR" in exp:
-        hint = "keyword arguments are written `name=value`; the name must be a plain name"
-    elif tok.value in ("import", "block", "network", "train"):
-        hint = "the previous declaration is not finished: is a `}` missing?"
-    elif "RBRACE" in exp and tok.type in ("NAME",):
-        hint = "is an operator or `|>` missing between two expressions?"
-    return UserError(f"unexpected {_token_text(tok)}, expected {_expected(exp)}", span, hint)
+    """The first syntax error of `text` as a UserError (see dslc/frontend/syntax.py for the wording)."""
+    d = syntax.diagnose(e, file, text, syntax.tokenize(text))
+    return UserError(d.message, d.span, d.hint, d.notes)
+
+
+class SyntaxErrors(UserError):
+    """Every syntax error found in one file: `.diagnostic` is the first, `.diagnostics` all of them."""
+
+    def __init__(self, diagnostics: list):
+        first = diagnostics[0]
+        super().__init__(first.message, first.span, first.hint, first.notes)
+        self.diagnostics = list(diagnostics)
 
 
 @v_args(meta=True, inline=True)
@@ -174,7 +114,8 @@ class ToAst(Transformer):
         return A.TypeExpr(str(dtype), ds, span=self._span(meta))
 
     def body(self, meta, *stmts):
-        return [s for s in stmts if s is not None and not (isinstance(s, Token))]
+        # a bare `;` statement arrives as an empty Tree('stmt')
+        return [s for s in stmts if s is not None and not isinstance(s, (Token, Tree))]
 
     # ---- statements ----
     def assign(self, meta, *parts):
@@ -208,6 +149,9 @@ class ToAst(Transformer):
 
     def repeat(self, meta, head, alias, *stages):
         index, start, stop = head
+        if alias is None and isinstance(stop, A.Call) and stop.alias is not None:
+            # `repeat i in 0..len(xs) as name { }`: the grammar hands `as name` to the call; it names the repeat
+            alias, stop.alias = stop.alias, None
         return A.Repeat(index, start, stop, str(alias) if alias else None, list(stages), span=self._span(meta))
 
     def range_index(self, meta, name, start, stop):
@@ -258,10 +202,15 @@ class ToAst(Transformer):
         return A.Name(str(tok), span=self._tspan(tok))
 
     def int_(self, meta, tok):
+        if len(tok) > 19 or int(tok) > 2 ** 63 - 1:
+            raise UserError("this integer is too large (more than 64 bits)", self._tspan(tok))
         return A.Const(int(tok), span=self._tspan(tok))
 
     def float_(self, meta, tok):
-        return A.Const(float(tok), span=self._tspan(tok))
+        value = float(tok)
+        if value == float("inf"):
+            raise UserError("this number is too large for a float", self._tspan(tok))
+        return A.Const(value, span=self._tspan(tok))
 
     def string(self, meta, tok):
         return A.Const(_unquote(tok), span=self._tspan(tok))
@@ -295,15 +244,15 @@ def _unquote(tok) -> str:
 
 
 def parse(text: str, file: str) -> A.Module:
-    """Parse one file; raises UserError (a syntax error in plain words)."""
+    """Parse one file; raises SyntaxErrors (a UserError: every syntax error found, in plain words)."""
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
-        raise syntax_error(e, file, text) from None
+        raise SyntaxErrors(syntax.parse_errors(_parser().parse, e, text, file)) from None
     try:
         return ToAst(file).transform(tree)
-    except Exception as e:  # lark wraps transformer errors in VisitError
-        inner = getattr(e, "orig_exc", e)
+    except VisitError as e:  # lark wraps transformer errors
+        inner = e.orig_exc
         if isinstance(inner, UserError):
             raise inner from None
         raise

@@ -59,15 +59,18 @@ class TrainConfig:
             default = params.get(k)
             if isinstance(default, (int, float)) and not isinstance(default, bool) and k != "name":
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise UserError(f"`{k}` of `{c.func}` must be a number, got {v!r}", c.span)
+                    raise UserError(f"`{k}` of `{c.func}` must be a number, got {_show(v)}", c.span)
         if kind == "data" and c.func in ("npz", "csv") and "path" not in out:
             raise UserError(f"`{c.func}` needs a `path`", c.span, f'e.g. {c.func}(path="data.{c.func}")')
         return out
 
     def set(self, key: str, value, span: Span | None, value_span: Span | None) -> None:
         if key not in KEYS:
-            raise UserError(f"unknown train setting `{key}`", span,
-                            did_you_mean(key, list(KEYS) + ["loss"]) or f"settings: loss, {', '.join(KEYS)}")
+            hint = did_you_mean(key, list(KEYS) + ["loss"])
+            opt = {n for n, (k, _) in TRAIN_FUNCTIONS.items() if k == "optimizer"}
+            if hint is None and any(key in TRAIN_FUNCTIONS[n][1] for n in opt):
+                hint = f"`{key}` is an optimizer argument: e.g. `optimizer = adam({key}=...)`"
+            raise UserError(f"unknown train setting `{key}`", span, hint or f"settings: loss, {', '.join(KEYS)}")
         want = KEYS[key]
         where = value_span or span
         if want in ("optimizer", "schedule", "data"):
@@ -76,23 +79,25 @@ class TrainConfig:
                 raise UserError(f"`{key}` must be one of {', '.join(n + '(...)' for n in names)}", where)
         elif want in ("positive int", "int"):
             if not isinstance(value, int) or isinstance(value, bool) or (want == "positive int" and value <= 0):
-                raise UserError(f"`{key}` must be a {want.replace('int', 'integer')}, got {value!r}", where)
+                raise UserError(f"`{key}` must be a {want.replace('int', 'integer')}, got {_show(value)}", where)
         elif want == "positive number":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"`{key}` must be a positive number, got {value!r}", where)
+                raise UserError(f"`{key}` must be a positive number, got {_show(value)}", where)
         elif want == "fraction":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise UserError(f"`{key}` must be a fraction in [0, 1), got {value!r}", where)
+                raise UserError(f"`{key}` must be a fraction in [0, 1), got {_show(value)}", where)
         elif want == "metric":
             if value not in METRICS:
-                raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {value!r}", where)
+                shown = f'"{value}"' if isinstance(value, str) else _show(value)
+                raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {shown}", where,
+                                did_you_mean(value, METRICS) if isinstance(value, str) else None)
         elif want == "bool":
             if not isinstance(value, bool):
                 raise UserError(f"`{key}` must be true or false", where)
         self.values[key] = value
 
     def finish(self, diags: Diagnostics) -> dict | None:
-        if self.loss is None:
+        if self.loss is None and self.loss_span is None:
             diags.error("the train section has no loss", self.span,
                         "add e.g. `loss = cross_entropy(logits, label)` with `target label: i64[N]`")
         out = dict(DEFAULTS)
@@ -101,3 +106,15 @@ class TrainConfig:
             if isinstance(out.get(k), dict):
                 out[k] = {kk: vv for kk, vv in out[k].items() if kk != "kind"}
         return out
+
+
+def _show(value) -> str:
+    """A compile-time value as the user wrote it: "text", true, 0.1, [1, 2], adam(...), a tensor f32[N, 3]."""
+    from dslc.frontend.elaborate import describe
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return describe(value)

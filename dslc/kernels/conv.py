@@ -101,16 +101,17 @@ def _pad_nchw(x: np.ndarray, g: Geom) -> np.ndarray:
 
 
 def im2col(x: np.ndarray, g: Geom) -> np.ndarray:
-    """(N, C, H, W) -> (N*OH*OW, G*KH*KW*Cg), columns ordered (group, kh, kw, channel-in-group)."""
-    xn = np.zeros((g.N, g.Hp, g.Wp, g.C), x.dtype)  # padded NHWC: offsets copy contiguous channel runs
+    """(N, C, H, W) -> (N*OH*OW, G*KH*KW*Cg), columns ordered (group, kh, kw, channel-in-group).
+
+    One copy of a strided window view of the padded NHWC input (channel runs contiguous): ~2x faster than
+    one slice copy per kernel offset, since numpy iterates the single 7-D copy without temporaries."""
+    xn = np.zeros((g.N, g.Hp, g.Wp, g.C), x.dtype)
     xn[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W, :] = x.transpose(0, 2, 3, 1)
-    xn = xn.reshape(g.N, g.Hp, g.Wp, g.G, g.Cg)
-    col = np.empty((g.N, g.OH, g.OW, g.G, g.KH, g.KW, g.Cg), x.dtype)
-    for i in range(g.KH):
-        for j in range(g.KW):
-            rs, cs = _win(g, i, j)
-            col[:, :, :, :, i, j, :] = xn[:, rs, cs]
-    return col.reshape(g.N * g.OH * g.OW, g.G * g.KH * g.KW * g.Cg)
+    sn, sh, sw, sc = xn.strides
+    view = np.lib.stride_tricks.as_strided(  # (N, OH, OW, G, KH, KW, Cg), read-only use
+        xn, (g.N, g.OH, g.OW, g.G, g.KH, g.KW, g.Cg),
+        (sn, sh * g.sh, sw * g.sw, sc * g.Cg, sh * g.dh, sw * g.dw, sc), writeable=False)
+    return np.ascontiguousarray(view).reshape(g.N * g.OH * g.OW, g.G * g.KH * g.KW * g.Cg)
 
 
 def col2im(gcol: np.ndarray, g: Geom) -> np.ndarray:
@@ -159,6 +160,55 @@ def _grouped(m2: np.ndarray, G: int) -> np.ndarray:
     return m2.reshape(M, G, -1).transpose(1, 0, 2)
 
 
+# ---- the three GEMMs -----------------------------------------------------------------------------------------
+# Ungrouped convolutions with many output pixels per sample (OH*OW >= _PER_SAMPLE_MIN) multiply per sample
+# inside one np.matmul call -- (O, K) @ (K, OH*OW) reads the column matrix as a transposed BLAS operand and
+# writes NCHW directly, saving the NHWC <-> NCHW transposes of the output / its gradient (2-5x faster for
+# early layers). Small feature maps use one big GEMM over all N*OH*OW rows.
+_PER_SAMPLE_MIN = 256
+
+
+def _per_sample(g: Geom) -> bool:
+    return g.G == 1 and g.OH * g.OW >= _PER_SAMPLE_MIN
+
+
+def _col_times_w(col, wm, g: Geom, bias=None):
+    """y (N, O, OH, OW) = rows of col times wm (G, K, Og), plus bias."""
+    if _per_sample(g):
+        P = g.OH * g.OW
+        y = np.matmul(wm[0].T, col.reshape(g.N, P, -1).transpose(0, 2, 1)).reshape(g.N, g.O, g.OH, g.OW)
+        if bias is not None:
+            y += bias.reshape(1, g.O, 1, 1)
+        return y
+    if g.G == 1:
+        y2 = col @ wm[0]
+    else:
+        y2 = np.matmul(_grouped(col, g.G), wm).transpose(1, 0, 2).reshape(-1, g.O)
+    return _from_rows(y2, g, bias)
+
+
+def _gy_times_wt(gy, wm, g: Geom):
+    """gcol (N*OH*OW, G*K) (possibly a strided view) = gy rows times wm^T."""
+    if _per_sample(g):
+        P = g.OH * g.OW
+        return np.matmul(gy.reshape(g.N, g.O, P).transpose(0, 2, 1), wm[0].T)
+    gy2 = _to_rows(gy, g)
+    if g.G == 1:
+        return gy2 @ wm[0].T
+    return np.matmul(_grouped(gy2, g.G), wm.transpose(0, 2, 1)).transpose(1, 0, 2)  # (M, G, K) view
+
+
+def _colt_times_gy(col, gy, g: Geom):
+    """gwm (G, K, Og) = col^T times gy rows."""
+    if _per_sample(g):
+        P = g.OH * g.OW
+        return np.matmul(gy.reshape(g.N, g.O, P), col.reshape(g.N, P, -1)).sum(axis=0).T[None]
+    gy2 = _to_rows(gy, g)
+    if g.G == 1:
+        return (col.T @ gy2)[None]
+    return np.matmul(_grouped(col, g.G).transpose(0, 2, 1), _grouped(gy2, g.G))
+
+
 # ---- the three kernels ----------------------------------------------------------------------------------------
 
 def conv2d(x, w, g: Geom, bias=None):
@@ -166,24 +216,14 @@ def conv2d(x, w, g: Geom, bias=None):
     if g.depthwise:
         return _dw_forward(x, w, g, bias), None
     col = im2col(x, g)
-    if g.G == 1:
-        y2 = col @ _wmat(w, g)[0]
-    else:
-        y2 = np.matmul(_grouped(col, g.G), _wmat(w, g)).transpose(1, 0, 2).reshape(-1, g.O)
-    return _from_rows(y2, g, bias), col
+    return _col_times_w(col, _wmat(w, g), g, bias), col
 
 
 def conv2d_grad_input(gy, w, g: Geom):
     """dL/dx of y = conv(x, w) given gy (N, O, OH, OW)."""
     if g.depthwise:
         return _dw_grad_input(gy, w, g)
-    gy2 = _to_rows(gy, g)
-    wm = _wmat(w, g)
-    if g.G == 1:
-        gcol = gy2 @ wm[0].T
-    else:
-        gcol = np.matmul(_grouped(gy2, g.G), wm.transpose(0, 2, 1)).transpose(1, 0, 2)  # (M, G, K) view
-    return col2im(gcol, g)
+    return col2im(_gy_times_wt(gy, _wmat(w, g), g), g)
 
 
 def conv2d_grad_weight(x, gy, g: Geom, col=None):
@@ -192,12 +232,7 @@ def conv2d_grad_weight(x, gy, g: Geom, col=None):
         return _dw_grad_weight(x, gy, g)
     if col is None:
         col = im2col(x, g)
-    gy2 = _to_rows(gy, g)
-    if g.G == 1:
-        gwm = (col.T @ gy2)[None]
-    else:
-        gwm = np.matmul(_grouped(col, g.G).transpose(0, 2, 1), _grouped(gy2, g.G))
-    return _wmat_inv(gwm, g)
+    return _wmat_inv(_colt_times_gy(col, gy, g), g)
 
 
 # ---- depthwise (Cg == 1): broadcast multiply-adds per kernel offset ---------------------------------------------
@@ -205,11 +240,13 @@ def conv2d_grad_weight(x, gy, g: Geom, col=None):
 def _dw_forward(x, w, g: Geom, bias):
     xp = _pad_nchw(x, g)
     y = np.zeros((g.N, g.G, g.Og, g.OH, g.OW), x.dtype)
+    tmp = np.empty_like(y)
     wr = w.reshape(g.G, g.Og, g.KH, g.KW)
     for i in range(g.KH):
         for j in range(g.KW):
             rs, cs = _win(g, i, j)
-            y += xp[:, :, None, rs, cs] * wr[None, :, :, i, j, None, None]
+            np.multiply(xp[:, :, None, rs, cs], wr[None, :, :, i, j, None, None], out=tmp)
+            y += tmp
     y = y.reshape(g.N, g.O, g.OH, g.OW)
     if bias is not None:
         y += bias.reshape(1, g.O, 1, 1)
@@ -237,7 +274,10 @@ def _dw_grad_weight(x, gy, g: Geom):
     for i in range(g.KH):
         for j in range(g.KW):
             rs, cs = _win(g, i, j)
-            gw[:, :, i, j] = np.einsum("nghw,ngohw->go", xp[:, :, rs, cs], gy5, optimize=True)
+            if g.Og == 1:  # plain einsum: a fused multiply-reduce, 3x faster than optimize=True here
+                gw[:, 0, i, j] = np.einsum("nghw,nghw->g", xp[:, :, rs, cs], gy5[:, :, 0])
+            else:
+                gw[:, :, i, j] = np.einsum("nghw,ngohw->go", xp[:, :, rs, cs], gy5)
     return gw.reshape(g.O, 1, g.KH, g.KW)
 
 
@@ -269,14 +309,7 @@ def conv_transpose2d_grads(gy, x, w, g: Geom, need_input=True):
         gx = _dw_forward(gy, w, g, None) if need_input else None
         return gx, _dw_grad_weight(gy, x, g)
     col = im2col(gy, g)
-    gx = None
-    if need_input:
-        wm = _wmat(w, g)
-        if g.G == 1:
-            y2 = col @ wm[0]
-        else:
-            y2 = np.matmul(_grouped(col, g.G), wm).transpose(1, 0, 2).reshape(-1, g.O)
-        gx = _from_rows(y2, g)
+    gx = _col_times_w(col, _wmat(w, g), g) if need_input else None
     return gx, conv2d_grad_weight(gy, x, g, col=col)
 
 

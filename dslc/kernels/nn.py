@@ -57,9 +57,13 @@ def log_softmax_grad(gy: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarra
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) without overflow for large |x|."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    """exp(min(x, 0)) / (1 + exp(-|x|)) = 1 / (1 + exp(-x)): no overflow, full relative precision in both
+    tails, and no np.where (which is ~10x slower than arithmetic on unpredictable masks)."""
+    d = np.exp(-np.abs(x))
+    d += 1
+    y = np.exp(np.minimum(x, 0))
+    y /= d
+    return y
 
 
 # ---- multi-head self-attention ---------------------------------------------------------------------------------
@@ -78,7 +82,7 @@ def attention_forward(x, w_in, b_in, w_out, b_out, heads: int, causal: bool):
     k, v = qkv[1], qkv[2]
     s = np.matmul(q, k.transpose(0, 1, 3, 2))                       # (N, H, T, T)
     if causal:
-        s[..., np.triu(np.ones((T, T), bool), 1)] = -np.inf
+        s += np.triu(np.full((T, T), -np.inf, s.dtype), 1)  # future keys: -inf -> probability 0
     p = softmax(s, axis=-1)
     ctx = np.matmul(p, v)                                           # (N, H, T, dh)
     ctx2 = np.ascontiguousarray(ctx.transpose(0, 2, 1, 3)).reshape(N * T, D)

@@ -46,14 +46,19 @@ def _erf_series(x: np.ndarray) -> np.ndarray:
 
 def _erfc_abs_fast(z: np.ndarray) -> np.ndarray:
     """erfc(z) for z >= 0 in z's dtype, fractional error < 1.2e-7 (Numerical Recipes `erfcc`)."""
-    one = z.dtype.type(1)
-    t = one / (one + z * z.dtype.type(0.5))
-    p = np.full_like(t, _NR[-1])
-    for c in _NR[-2::-1]:
+    dt = z.dtype.type
+    t = z * dt(0.5)
+    t += 1
+    np.reciprocal(t, out=t)
+    p = t * dt(_NR[-1])
+    for c in _NR[-2:0:-1]:
+        p += dt(c)
         p *= t
-        p += z.dtype.type(c)
+    p += dt(_NR[0])
     p -= z * z
-    return t * np.exp(p)
+    np.exp(p, out=p)
+    p *= t
+    return p
 
 
 def erf(x) -> np.ndarray:
@@ -78,9 +83,15 @@ def ndtr(x) -> np.ndarray:
         x = x.astype(np.float64)
     if x.dtype == np.float64:
         return 0.5 * (1.0 + _erf_series(x * _SQRT_HALF))
-    z = x * x.dtype.type(_SQRT_HALF)
-    half_erfc = _erfc_abs_fast(np.abs(z)) * x.dtype.type(0.5)  # tail mass, accurate relative to itself
-    return np.where(x < 0, half_erfc, 1 - half_erfc)
+    z = np.abs(x)
+    z *= x.dtype.type(_SQRT_HALF)
+    h = _erfc_abs_fast(z)
+    h *= x.dtype.type(0.5)                      # tail mass Phi(-|x|), accurate relative to itself
+    pos = (x >= 0).astype(x.dtype)              # Phi = h for x < 0, 1 - h for x >= 0 (blend: no np.where)
+    out = 1 - 2 * pos
+    out *= h
+    out += pos
+    return out
 
 
 __all__ = ["erf", "ndtr"]

@@ -70,19 +70,12 @@ def bind_batch(g: nx.DiGraph, batch: int) -> nx.DiGraph:
 
 
 def load_program(path, network: str | None = None):
-    """Parse + check a .net file; returns (program, graph). ProgramErrors when it has errors; ValueError
-    for an unknown --network name."""
-    import dslc
-    program = dslc.load(str(path))
-    if not program.ok:
+    """Parse + check a .net file; returns (program, graph). ProgramErrors when it has errors (an unknown
+    --network name is one of them); FileNotFoundError for a missing file."""
+    from dslc.api import load
+    program = load(str(path), network=network)
+    if not program.ok or program.network is None:
         raise ProgramErrors(program)
-    if network is not None:
-        if network not in program.networks:
-            names = ", ".join(sorted(program.networks)) or "(none)"
-            raise ValueError(f"no network named `{network}` in {path} (networks: {names})")
-        return program, program.networks[network]
-    if program.graph is None:
-        raise ValueError(f"{path} defines no network to compile")
     return program, program.graph
 
 

@@ -139,6 +139,13 @@ class LowerCtx:
         """An int64 1-D initializer (shapes, axes, starts/ends)."""
         return self.const(np.asarray(list(values), dtype=np.int64).reshape(-1), hint=hint)
 
+    def reduce(self, op_type: str, x: str, axes, out=None, keepdims: bool = True) -> str:
+        """ReduceMean & co: axes as an input from opset 18, as an attribute before."""
+        axes = [int(a) for a in axes]
+        if self.opset >= 18:
+            return self.emit(op_type, [x, self.ints(axes, "axes")], out, keepdims=int(keepdims))
+        return self.emit(op_type, [x], out, axes=axes, keepdims=int(keepdims))
+
     # ---- emitting nodes --------------------------------------------------------------------------------
     def emit(self, op_type: str, inputs, outputs=None, n_outputs: int = 1, domain: str = "",
              name: str | None = None, **attrs):

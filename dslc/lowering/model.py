@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class LowerInfo:
     value_types: dict[str, tuple[TensorType, str]] = field(default_factory=dict)  # tensor -> (type, dslc node)
     origin: dict[str, str] = field(default_factory=dict)                          # ONNX node -> dslc node
     weight_bytes: int = 0
+    data: bytes | None = None       # the serialized model, once validation made it (reused when saving)
 
     def node_info(self, dslc_node: str | None):
         if dslc_node is None or dslc_node not in self.g:
@@ -109,15 +111,35 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
             info.value_types[t] = (g.nodes[n]["outputs"][idx], n)
     info.origin = dict(ctx.origin)
 
-    tensors = [numpy_helper.from_array(np.asarray(a, order="C"), name) for name, a in inits.items()]
     info.weight_bytes = sum(int(a.nbytes) for a in inits.values())
-    graph = helper.make_graph(nodes, _graph_name(g), graph_inputs, outputs, initializer=tensors,
-                              doc_string=g.graph.get("doc") or "")
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="dslc", producer_version=_version())
+    # Built in place: make_graph / make_model would copy every initializer twice.
+    model = onnx.ModelProto()
     model.ir_version = IR_VERSION
+    model.producer_name = "dslc"
+    model.producer_version = _version()
+    model.opset_import.append(helper.make_opsetid("", opset))
+    graph = model.graph
+    graph.name = _graph_name(g)
+    graph.doc_string = g.graph.get("doc") or ""
+    graph.node.extend(nodes)
+    graph.input.extend(graph_inputs)
+    graph.output.extend(outputs)
+    for name, a in inits.items():
+        _fill_tensor(graph.initializer.add(), name, a)
     _metadata(model, g)
     return model, info
+
+
+def _fill_tensor(t: onnx.TensorProto, name: str, a: np.ndarray) -> None:
+    """Fill the (already appended) TensorProto in place: one copy of the data, not three."""
+    a = np.asarray(a)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+        t.CopyFrom(numpy_helper.from_array(a, name))
+        return
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(a.dtype)
+    t.dims.extend(a.shape)
+    t.raw_data = a.tobytes()
 
 
 def _rename(nodes, old: str, new: str) -> None:

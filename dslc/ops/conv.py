@@ -9,6 +9,8 @@ from dslc.ops.common import (dim_ceildiv, dim_offset, explicit_pads, ntuple, num
                              window_out)
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType, dim_mul, is_known
+from dslc.kernels import conv as KC
+from dslc.kernels.nn import wants
 
 
 def _check_positive(attrs, *names):
@@ -107,6 +109,55 @@ def _conv_params(kind):
     )
 
 
+# ---- numpy executor (dslc/ops/registry.py contract): im2col + GEMM kernels in dslc/kernels/conv.py --------
+def _conv_geom(x, w, attrs):
+    """(x, w, geometry) as 2-D NCHW: conv1d runs as a conv2d over [N, C, 1, W] with a [O, Cg, 1, K] kernel."""
+    if x.ndim == 3:
+        pads = attrs["pads"]
+        x, w = x[:, :, None, :], w[:, :, None, :]
+        g = KC.geom(x.shape, w.shape, (1, attrs["stride"][0]), None if pads is None else (0, pads[0], 0, pads[1]),
+                    (1, attrs["dilation"][0]), attrs["groups"])
+    else:
+        g = KC.geom(x.shape, w.shape, attrs["stride"], attrs["pads"], attrs["dilation"], attrs["groups"])
+    return x, w, g
+
+
+def conv_forward(ctx, xs, ws, attrs):
+    """conv1d / conv2d."""
+    x = xs[0]
+    x4, w4, g = _conv_geom(x, ws["weight"], attrs)
+    y, col = KC.conv2d(x4, w4, g, ws["bias"] if attrs["bias"] else None)
+    return [y[:, :, 0, :] if x.ndim == 3 else y], (g, col)
+
+
+def conv_vjp(ctx, gys, saved, xs, ws, attrs):
+    x, w, gy = xs[0], ws["weight"], gys[0]
+    g, col = saved
+    x4, w4 = (x[:, :, None, :], w[:, :, None, :]) if x.ndim == 3 else (x, w)
+    gy4 = gy[:, :, None, :] if x.ndim == 3 else gy
+    gws = {"weight": KC.conv2d_grad_weight(x4, gy4, g, col).reshape(w.shape)}
+    if attrs["bias"]:
+        gws["bias"] = gy4.sum(axis=(0, 2, 3))
+    gx = KC.conv2d_grad_input(gy4, w4, g).reshape(x.shape) if wants(ctx, 0) else None
+    return [gx], gws
+
+
+def conv_transpose2d_forward(ctx, xs, ws, attrs):
+    x, w = xs[0], ws["weight"]
+    g = KC.transpose_geom(x.shape, w.shape, attrs["stride"], attrs["pads"], attrs["dilation"], attrs["groups"],
+                          attrs["output_padding"])
+    return [KC.conv_transpose2d(x, w, g, ws["bias"] if attrs["bias"] else None)], g
+
+
+def conv_transpose2d_vjp(ctx, gys, saved, xs, ws, attrs):
+    gy = gys[0]
+    gx, gw = KC.conv_transpose2d_grads(gy, xs[0], ws["weight"], saved, need_input=wants(ctx, 0))
+    gws = {"weight": gw}
+    if attrs["bias"]:
+        gws["bias"] = gy.sum(axis=(0, 2, 3))
+    return [gx], gws
+
+
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
 def conv_lower(ctx, node):
     """conv1d / conv2d: one Conv with its bias; symbolic "same" with stride > 1 as auto_pad SAME_UPPER."""
@@ -130,7 +181,7 @@ CONV1D = register(Op(
                                         "bias": False}, "dilated, grouped"),
         Case((TensorType(("N", 2, "W")),), {"out": 3, "kernel": 3, "padding": "same"}, "symbolic batch and width"),
     ],
-    lower=conv_lower,
+    lower=conv_lower, forward=conv_forward, vjp=conv_vjp,
 ))
 
 CONV2D = register(Op(
@@ -152,7 +203,7 @@ CONV2D = register(Op(
         Case((TensorType(("N", 3, "H", "W")),), {"out": 2, "kernel": 3, "stride": 2, "padding": 1},
              "symbolic spatial dims"),
     ],
-    lower=conv_lower,
+    lower=conv_lower, forward=conv_forward, vjp=conv_vjp,
 ))
 
 
@@ -226,5 +277,5 @@ CONV_TRANSPOSE2D = register(Op(
              "grouped, dilated"),
         Case((TensorType(("N", 3, 4, 4)),), {"out": 2, "kernel": 4, "stride": 2, "padding": 1}, "symbolic batch"),
     ],
-    lower=conv_transpose2d_lower,
+    lower=conv_transpose2d_lower, forward=conv_transpose2d_forward, vjp=conv_transpose2d_vjp,
 ))

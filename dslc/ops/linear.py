@@ -1,4 +1,7 @@
 """Dense layers: linear (fully connected) and matmul."""
+import numpy as np
+
+from dslc.kernels.nn import unbroadcast, wants
 from dslc.ops.common import dim1, numel1, require_known, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType, broadcast_shapes
@@ -30,6 +33,25 @@ def _linear_macs(ins, outs, attrs):
     return numel1(outs[0].shape) * ins[0].shape[-1]
 
 
+# ---- numpy executor (dslc/ops/registry.py contract) -------------------------------------------------------
+def linear_forward(ctx, xs, ws, attrs):
+    x, w = xs[0], ws["weight"]
+    y = x.reshape(-1, x.shape[-1]) @ w.T  # one GEMM over all leading dims
+    if attrs["bias"]:
+        y += ws["bias"]
+    return [y.reshape(x.shape[:-1] + (w.shape[0],))], None
+
+
+def linear_vjp(ctx, gys, saved, xs, ws, attrs):
+    x, w = xs[0], ws["weight"]
+    gy2 = gys[0].reshape(-1, w.shape[0])
+    gws = {"weight": gy2.T @ x.reshape(-1, x.shape[-1])}
+    if attrs["bias"]:
+        gws["bias"] = gy2.sum(axis=0)
+    gx = (gy2 @ w).reshape(x.shape) if wants(ctx, 0) else None
+    return [gx], gws
+
+
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
 def linear_lower(ctx, node):
     """Rank 2: one Gemm (x W^T + b). Other ranks: MatMul by W^T (derived initializer `<node>.weight.T`) + Add."""
@@ -56,7 +78,7 @@ LINEAR = register(Op(
         Case((TensorType(("N", 8)),), {"out": 3, "bias": False}, "symbolic batch, no bias"),
         Case((TensorType((2, 3, 8)),), {"out": 5}, "applied over the last dim of a rank-3 input"),
     ],
-    lower=linear_lower,
+    lower=linear_lower, forward=linear_forward, vjp=linear_vjp,
 ))
 
 
@@ -86,6 +108,32 @@ def _matmul_macs(ins, outs, attrs):
     return numel1(outs[0].shape) * dim1(a.shape[-1])
 
 
+def matmul_forward(ctx, xs, ws, attrs):
+    return [np.matmul(xs[0], xs[1])], None
+
+
+def matmul_vjp(ctx, gys, saved, xs, ws, attrs):
+    a, b = xs
+    g = gys[0]
+    # work on the rank-promoted operands (a: [1, K], b: [K, 1]) and put the dropped dims back into g
+    if b.ndim == 1:
+        g = g[..., None]
+    if a.ndim == 1:
+        g = np.expand_dims(g, -2)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    ga = gb = None
+    if wants(ctx, 0) and a.dtype.kind == "f":
+        ga = unbroadcast(np.matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+    if wants(ctx, 1) and b.dtype.kind == "f":
+        if b2.ndim == 2 and g.ndim > 2 and a2.shape[:-2] == g.shape[:-2]:  # shared matrix: one GEMM
+            gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+        else:
+            gb = unbroadcast(np.matmul(np.swapaxes(a2, -1, -2), g), b2.shape)
+        gb = gb.reshape(b.shape)
+    return [ga, gb], {}
+
+
 def matmul_lower(ctx, node):
     ctx.emit("MatMul", ctx.inputs(node), ctx.out(node))
 
@@ -101,5 +149,5 @@ MATMUL = register(Op(
         Case((TensorType(("N", 3, 4)), TensorType(("N", 4, 3))), note="symbolic batch"),
         Case((TensorType((4,)), TensorType((4, 3))), note="vector @ matrix"),
     ],
-    lower=matmul_lower,
+    lower=matmul_lower, forward=matmul_forward, vjp=matmul_vjp,
 ))

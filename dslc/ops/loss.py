@@ -1,4 +1,7 @@
 """Training losses: mse, bce (from logits), cross_entropy; each reduces to a scalar (mean over elements/batch)."""
+import numpy as np
+
+from dslc.kernels import nn as K
 from dslc.ops.common import FLOAT_DTYPES, INT_DTYPES, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, register
 from dslc.types import TensorType
@@ -18,11 +21,92 @@ def _same_shape_loss(name, first):
     return infer
 
 
+# ---- numpy executor (dslc/ops/registry.py contract): the loss is a 0-d array of the logits' dtype ---------
+def _scaled(g, gy, n):
+    """g * gy / n in place, keeping g's dtype (gy is the 0-d upstream gradient of the scalar loss)."""
+    g *= 1.0 / n
+    g *= gy
+    return g
+
+
+def mse_forward(ctx, xs, ws, attrs):
+    d = xs[0] - xs[1]
+    return [np.asarray(np.mean(d * d), dtype=d.dtype)], d
+
+
+def mse_vjp(ctx, gys, saved, xs, ws, attrs):
+    d = saved
+    gp = _scaled(d * 2.0, gys[0], d.size)
+    return [gp if K.wants(ctx, 0) else None, -gp if K.wants(ctx, 1) else None], {}
+
+
+def bce_forward(ctx, xs, ws, attrs):
+    """mean(max(x, 0) - x*y + log1p(exp(-|x|))): exact for any logit, no overflow."""
+    x, y = xs
+    loss = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+    return [np.asarray(np.mean(loss), dtype=x.dtype)], None
+
+
+def bce_vjp(ctx, gys, saved, xs, ws, attrs):
+    x, y = xs
+    gx = _scaled(K.sigmoid(x) - y, gys[0], x.size) if K.wants(ctx, 0) else None
+    gt = _scaled(-x, gys[0], x.size) if K.wants(ctx, 1) else None
+    return [gx, gt], {}
+
+
+def _ce_index(logits, target):
+    c = logits.shape[1]
+    if target.size and (target.min() < 0 or target.max() >= c):
+        bad = target.min() if target.min() < 0 else target.max()
+        raise ValueError(f"cross_entropy: class index {int(bad)} is out of range for {c} classes [0, {c})")
+    return np.expand_dims(target.astype(np.intp, copy=False), 1)
+
+
+def cross_entropy_forward(ctx, xs, ws, attrs):
+    """Mean over N (and spatial positions) of -sum_c t'_c log_softmax(z)_c, with t' = (1 - eps) t + eps / C:
+    t one-hot from integer class indices, or the given probabilities."""
+    z, t = xs
+    c, eps = z.shape[1], attrs["label_smoothing"]
+    count = z.size // c
+    logp = K.log_softmax(z, axis=1)
+    if t.dtype.kind in "iu":
+        nll = -np.take_along_axis(logp, _ce_index(z, t), axis=1).sum()
+        loss = (1.0 - eps) * nll - (eps / c) * logp.sum() if eps else nll
+    else:
+        loss = -(t * logp).sum()
+        if eps:
+            loss = (1.0 - eps) * loss - (eps / c) * logp.sum()
+    return [np.asarray(loss / count, dtype=z.dtype)], logp
+
+
+def cross_entropy_vjp(ctx, gys, saved, xs, ws, attrs):
+    """d/dz = softmax(z) * sum_c t'_c - t' (sum_c t'_c = 1 for class indices)."""
+    z, t = xs
+    logp = saved
+    c, eps = z.shape[1], attrs["label_smoothing"]
+    count = z.size // c
+    gz = gt = None
+    if K.wants(ctx, 0):
+        p = np.exp(logp)
+        if t.dtype.kind in "iu":
+            gz = p - eps / c if eps else p
+            idx = _ce_index(z, t)
+            np.put_along_axis(gz, idx, np.take_along_axis(gz, idx, axis=1) - (1.0 - eps), axis=1)
+        else:
+            ts = t * (1.0 - eps) + eps / c if eps else t
+            gz = p * ts.sum(axis=1, keepdims=True) - ts
+        _scaled(gz, gys[0], count)
+    if t.dtype.kind == "f" and K.wants(ctx, 1):
+        gt = _scaled(logp * -(1.0 - eps), gys[0], count)
+    return [gz, gt], {}
+
+
 MSE = register(Op(
     name="mse", inputs=("pred", "target"), infer=_same_shape_loss("mse", "pred"), category="loss",
     doc="Mean squared error mean((pred - target)^2); pred and target share a shape; output a scalar [].",
     cases=[Case((TensorType((2, 3)), TensorType((2, 3)))),
            Case((TensorType(("N", 1)), TensorType(("N", 1))), note="symbolic batch")],
+    forward=mse_forward, vjp=mse_vjp,
 ))
 
 BCE = register(Op(
@@ -30,6 +114,7 @@ BCE = register(Op(
     doc="Binary cross-entropy from logits (sigmoid fused), mean over elements; same shapes; output a scalar [].",
     cases=[Case((TensorType((4, 1)), TensorType((4, 1)))),
            Case((TensorType(("N", 3)), TensorType(("N", 3))), note="multi-label, symbolic batch")],
+    forward=bce_forward, vjp=bce_vjp,
 ))
 
 
@@ -74,4 +159,5 @@ CROSS_ENTROPY = register(Op(
         Case((TensorType(("N", 10)), TensorType(("N",), "i64")), {"label_smoothing": 0.1}, "smoothing, symbolic"),
         Case((TensorType((2, 3, 4, 4)), TensorType((2, 4, 4), "i64")), note="segmentation"),
     ],
+    forward=cross_entropy_forward, vjp=cross_entropy_vjp,
 ))

@@ -1,4 +1,7 @@
 """Normalisation and regularisation: batchnorm, layernorm, dropout (all shape-preserving)."""
+import numpy as np
+
+from dslc.kernels.nn import wants
 from dslc.ops.common import require_known, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType
@@ -19,6 +22,59 @@ def _bn_weights(ins, attrs):
             "running_var": WeightSpec((c,), "ones", trainable=False)}
 
 
+# ---- numpy executor (dslc/ops/registry.py contract) -------------------------------------------------------
+def _bn_axes(x):
+    """Reduction axes (all but channels) and the broadcast shape of per-channel vectors."""
+    return (0,) + tuple(range(2, x.ndim)), (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batchnorm_forward(ctx, xs, ws, attrs):
+    """Training: batch statistics (biased variance to normalise) and an in-place update of the running stats
+    (PyTorch convention: unbiased batch variance, running = (1 - momentum) * running + momentum * batch).
+    Evaluation: the running statistics."""
+    x = xs[0]
+    axes, bshape = _bn_axes(x)
+    if ctx.training:
+        n = x.size // x.shape[1]
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = np.mean(xc * xc, axis=axes, keepdims=True)
+        m = attrs["momentum"]
+        rm, rv = ws["running_mean"], ws["running_var"]
+        rm *= 1.0 - m
+        rm += m * mean.reshape(-1)
+        rv *= 1.0 - m
+        rv += (m * n / max(n - 1, 1)) * var.reshape(-1)
+        invstd = 1 / np.sqrt(var + attrs["eps"])
+        xhat = xc
+        xhat *= invstd
+    else:
+        invstd = (1 / np.sqrt(ws["running_var"] + attrs["eps"])).reshape(bshape)
+        xhat = (x - ws["running_mean"].reshape(bshape)) * invstd
+    y = xhat * ws["weight"].reshape(bshape)
+    y += ws["bias"].reshape(bshape)
+    return [y], (xhat, invstd, bool(ctx.training))
+
+
+def batchnorm_vjp(ctx, gys, saved, xs, ws, attrs):
+    xhat, invstd, training = saved
+    gy = gys[0]
+    axes, bshape = _bn_axes(gy)
+    gb = gy.sum(axis=axes)
+    gw = (gy * xhat).sum(axis=axes)
+    gx = None
+    if wants(ctx, 0):
+        scale = ws["weight"].reshape(bshape) * invstd
+        if training:  # batch statistics depend on x: remove the mean and the xhat-direction of the gradient
+            n = gy.size // gy.shape[1]
+            gx = gy - gb.reshape(bshape) * (1.0 / n)
+            gx -= xhat * (gw.reshape(bshape) * (1.0 / n))
+            gx *= scale
+        else:
+            gx = gy * scale
+    return [gx], {"weight": gw, "bias": gb}
+
+
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
 def batchnorm_lower(ctx, node):
     """Inference form (running statistics); `dslc compile --fold-bn` folds it into a preceding Conv."""
@@ -36,7 +92,7 @@ BATCHNORM = register(Op(
         Case((TensorType((4, 5)),), {"eps": 1e-3, "momentum": 0.2}, "rank 2"),
         Case((TensorType(("N", 3, 8)),), note="rank 3, symbolic batch"),
     ],
-    lower=batchnorm_lower,
+    lower=batchnorm_lower, forward=batchnorm_forward, vjp=batchnorm_vjp,
 ))
 
 
@@ -53,6 +109,32 @@ def _ln_weights(ins, attrs):
     return {"weight": WeightSpec((c,), "ones"), "bias": WeightSpec((c,), "zeros")}
 
 
+def layernorm_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    xc = x - x.mean(axis=-1, keepdims=True)
+    invstd = 1 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + attrs["eps"])
+    xhat = xc
+    xhat *= invstd
+    y = xhat * ws["weight"]
+    y += ws["bias"]
+    return [y], (xhat, invstd)
+
+
+def layernorm_vjp(ctx, gys, saved, xs, ws, attrs):
+    xhat, invstd = saved
+    gy = gys[0]
+    d = gy.shape[-1]
+    gw = (gy * xhat).reshape(-1, d).sum(axis=0)
+    gb = gy.reshape(-1, d).sum(axis=0)
+    gx = None
+    if wants(ctx, 0):
+        gxh = gy * ws["weight"]
+        gx = gxh - gxh.mean(axis=-1, keepdims=True)
+        gx -= xhat * (gxh * xhat).mean(axis=-1, keepdims=True)
+        gx *= invstd
+    return [gx], {"weight": gw, "bias": gb}
+
+
 def layernorm_lower(ctx, node):
     ctx.emit("LayerNormalization", [ctx.x(node), ctx.weight(node, "weight"), ctx.weight(node, "bias")],
              ctx.out(node), axis=-1, epsilon=float(ctx.attrs(node)["eps"]))
@@ -66,7 +148,7 @@ LAYERNORM = register(Op(
         Case((TensorType((2, 3, 8)),)),
         Case((TensorType(("N", 4)),), {"eps": 1e-6}, "symbolic batch"),
     ],
-    lower=layernorm_lower,
+    lower=layernorm_lower, forward=layernorm_forward, vjp=layernorm_vjp,
 ))
 
 
@@ -74,6 +156,21 @@ def _drop_prepare(ins, attrs):
     if not 0.0 <= attrs["p"] < 1.0:
         raise TypeError(f"`p` must be in [0, 1), got {attrs['p']}")
     return attrs
+
+
+def dropout_forward(ctx, xs, ws, attrs):
+    """Inverted dropout: training keeps each element with probability 1 - p (ctx.rng) and scales by 1/(1-p);
+    evaluation returns the input itself."""
+    x, p = xs[0], attrs["p"]
+    if not ctx.training or p == 0.0:
+        return [x], None
+    mask = (ctx.rng.random(x.shape, dtype=x.dtype) >= p).astype(x.dtype)
+    mask *= 1.0 / (1.0 - p)
+    return [x * mask], mask
+
+
+def dropout_vjp(ctx, gys, saved, xs, ws, attrs):
+    return [gys[0] if saved is None else gys[0] * saved], {}
 
 
 def dropout_lower(ctx, node):
@@ -89,5 +186,5 @@ DROPOUT = register(Op(
         Case((TensorType((2, 8)),)),
         Case((TensorType(("N", 3, 4)),), {"p": 0.1}, "symbolic batch"),
     ],
-    lower=dropout_lower,
+    lower=dropout_lower, forward=dropout_forward, vjp=dropout_vjp,
 ))

@@ -5,9 +5,12 @@ explicit ONNX pads attrs["pads"] (begin..., end...); "same" as for conv (None wh
 with attrs["auto_pad"] = "SAME_UPPER"). ceil_mode follows ONNX/PyTorch: the last window must start inside the
 input plus the left pad.
 """
+import numpy as np
+
 from dslc.ops.common import (dim_ceildiv, explicit_pads, ntuple, require_rank, same_pads, shp, window_out)
 from dslc.ops.registry import Case, Op, Param, ShapeError, register
 from dslc.types import TensorType, dim_mul, is_known
+from dslc.kernels import pool as KP
 
 
 def _pool_prepare(ins, attrs):
@@ -81,6 +84,45 @@ def _pool_cases(extra=None):
     return cases + (extra or [])
 
 
+# ---- numpy executor (dslc/ops/registry.py contract): window loops in dslc/kernels/pool.py -------------------
+def _pool_geom(x, attrs):
+    """(x as NCHW, geometry): 1-D pooling runs over [N, C, 1, W] with a 1 x k window."""
+    k, s, pads = attrs["kernel"], attrs["stride"], attrs["pads"]
+    if x.ndim == 3:
+        x = x[:, :, None, :]
+        k, s = (1, k[0]), (1, s[0])
+        pads = None if pads is None else (0, pads[0], 0, pads[1])
+    return x, KP.pool_geom(x.shape, k, s, pads, attrs["ceil_mode"])
+
+
+def maxpool_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    x4, g = _pool_geom(x, attrs)
+    y = KP.maxpool2d(x4, g)
+    return [y.reshape(y.shape[:2] + y.shape[3:]) if x.ndim == 3 else y], (g, y)
+
+
+def maxpool_vjp(ctx, gys, saved, xs, ws, attrs):
+    g, y = saved
+    x = xs[0]
+    x4 = x[:, :, None, :] if x.ndim == 3 else x
+    gx = KP.maxpool2d_grad(gys[0].reshape(y.shape), x4, y, g)
+    return [gx.reshape(x.shape)], {}
+
+
+def avgpool_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    x4, g = _pool_geom(x, attrs)
+    y = KP.avgpool2d(x4, g, attrs["count_include_pad"])
+    return [y.reshape(y.shape[:2] + y.shape[3:]) if x.ndim == 3 else y], g
+
+
+def avgpool_vjp(ctx, gys, saved, xs, ws, attrs):
+    g = saved
+    gy = gys[0].reshape(g.N, g.C, g.OH, g.OW)
+    return [KP.avgpool2d_grad(gy, g, attrs["count_include_pad"]).reshape(xs[0].shape)], {}
+
+
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
 def _pool_lower(onnx_op):
     def lower(ctx, node):
@@ -103,7 +145,7 @@ MAXPOOL = register(Op(
     doc="Max pooling over the last 1 or 2 dims: [N, C, H, W] -> [N, C, floor_or_ceil((H + pads - kernel) / "
         "stride) + 1, ...].",
     cases=_pool_cases(),
-    lower=maxpool_lower,
+    lower=maxpool_lower, forward=maxpool_forward, vjp=maxpool_vjp,
 ))
 
 AVGPOOL = register(Op(
@@ -113,7 +155,7 @@ AVGPOOL = register(Op(
         "stride) + 1, ...]; padded cells are excluded from the mean unless count_include_pad.",
     cases=_pool_cases([Case((TensorType((1, 2, 6, 6)),), {"kernel": 3, "stride": 2, "padding": 1,
                                                           "count_include_pad": True}, "count_include_pad")]),
-    lower=avgpool_lower,
+    lower=avgpool_lower, forward=avgpool_forward, vjp=avgpool_vjp,
 ))
 
 
@@ -124,13 +166,29 @@ def _gap_infer(ins, attrs):
     return [x.with_shape(x.shape[:2] + ((1,) * (x.rank - 2) if attrs["keepdims"] else ()))]
 
 
+def global_avgpool_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    return [x.mean(axis=tuple(range(2, x.ndim)), keepdims=attrs["keepdims"])], None
+
+
+def global_avgpool_vjp(ctx, gys, saved, xs, ws, attrs):
+    x = xs[0]
+    n = 1
+    for d in x.shape[2:]:
+        n *= d
+    gx = np.empty_like(x)
+    gx[...] = gys[0].reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+    gx *= 1.0 / n
+    return [gx], {}
+
+
 def global_avgpool_lower(ctx, node):
     """keepdims: GlobalAveragePool; else one ReduceMean over the spatial axes (not GlobalAveragePool + Flatten)."""
     x, t = ctx.x(node), ctx.in_types(node)[0]
     if ctx.attrs(node)["keepdims"]:
         ctx.emit("GlobalAveragePool", [x], ctx.out(node))
     else:
-        ctx.emit("ReduceMean", [x, ctx.ints(range(2, t.rank), "axes")], ctx.out(node), keepdims=0)
+        ctx.reduce("ReduceMean", x, range(2, t.rank), ctx.out(node), keepdims=False)
 
 
 GLOBAL_AVGPOOL = register(Op(
@@ -142,7 +200,7 @@ GLOBAL_AVGPOOL = register(Op(
         Case((TensorType(("N", 3, 5, 5)),), {"keepdims": True}, "keepdims, symbolic batch"),
         Case((TensorType((2, 3, 8)),), note="1-D"),
     ],
-    lower=global_avgpool_lower,
+    lower=global_avgpool_lower, forward=global_avgpool_forward, vjp=global_avgpool_vjp,
 ))
 
 
@@ -161,6 +219,20 @@ def _up_infer(ins, attrs):
     require_rank(x, (4,), "upsample", layout="N, C, H, W")
     sh, sw = attrs["scale"]
     return [x.with_shape(x.shape[:2] + (dim_mul(x.shape[2], sh), dim_mul(x.shape[3], sw)))]
+
+
+def upsample_forward(ctx, xs, ws, attrs):
+    sh, sw = attrs["scale"]
+    if attrs["mode"] == "nearest":
+        return [KP.upsample_nearest(xs[0], sh, sw)], None
+    return [KP.upsample_bilinear(xs[0], sh, sw, attrs["align_corners"])], None
+
+
+def upsample_vjp(ctx, gys, saved, xs, ws, attrs):
+    sh, sw = attrs["scale"]
+    if attrs["mode"] == "nearest":
+        return [KP.upsample_nearest_grad(gys[0], sh, sw)], {}
+    return [KP.upsample_bilinear_grad(gys[0], sh, sw, attrs["align_corners"])], {}
 
 
 def upsample_lower(ctx, node):
@@ -187,5 +259,5 @@ UPSAMPLE = register(Op(
         Case((TensorType((1, 2, 3, 3)),), {"scale": 2, "mode": "bilinear", "align_corners": True}, "align_corners"),
         Case((TensorType(("N", 2, "H", 4)),), {"scale": 2}, "symbolic"),
     ],
-    lower=upsample_lower,
+    lower=upsample_lower, forward=upsample_forward, vjp=upsample_vjp,
 ))

@@ -2,6 +2,8 @@
 expand_batch."""
 from collections import Counter
 
+import numpy as np
+
 from dslc.ops.common import dim_offset, norm_axis, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, register
 from dslc.types import TensorType, dim_add, dim_floordiv, dims_product, is_known
@@ -19,6 +21,42 @@ def _flatten_infer(ins, attrs):
     return [x.with_shape(x.shape[:s] + (dims_product(x.shape[s:e + 1]),) + x.shape[e + 1:])]
 
 
+# ---- numpy executor (dslc/ops/registry.py contract) -------------------------------------------------------
+# Shape ops return views where numpy can (reshape, transpose, slice, split); the executor never writes into
+# values or gradients it did not allocate. Integer inputs get no gradient.
+def _fgrad(x, make):
+    return make() if x.dtype.kind == "f" else None
+
+
+def flatten_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    if x.ndim == 0:
+        return [x.reshape(1)], None
+    s, e = attrs["start"] % x.ndim, attrs["end"] % x.ndim
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return [x.reshape(x.shape[:s] + (n,) + x.shape[e + 1:])], None
+
+
+def reshape_vjp(ctx, gys, saved, xs, ws, attrs):
+    """The VJP of every pure reshape (flatten, reshape)."""
+    return [_fgrad(xs[0], lambda: gys[0].reshape(xs[0].shape))], {}
+
+
+def flatten_lower(ctx, node):
+    """Flatten(axis=1) for the usual [N, ...] -> [N, rest]; otherwise one Reshape."""
+    from dslc.lowering.helpers import reshape
+    src, dst = ctx.in_types(node)[0], ctx.out_types(node)[0]
+    a = ctx.attrs(node)
+    if src.rank >= 2 and a["start"] % src.rank == 1 and a["end"] % src.rank == src.rank - 1:
+        ctx.emit("Flatten", [ctx.x(node)], ctx.out(node), axis=1)
+    elif src.shape == dst.shape:
+        ctx.alias(node, ctx.x(node))
+    else:
+        reshape(ctx, ctx.x(node), src, dst, ctx.out(node))
+
+
 FLATTEN = register(Op(
     name="flatten", inputs=("x",), infer=_flatten_infer, category="shape",
     params=(Param("start", "int", 1), Param("end", "int", -1)),
@@ -29,6 +67,7 @@ FLATTEN = register(Op(
         Case((TensorType((2, 3, 4, 5)),), {"start": 1, "end": 2}, "middle dims"),
         Case((TensorType((2, "T", 4)),), {"start": 0, "end": 1}, "symbolic dim merged"),
     ],
+    lower=flatten_lower, forward=flatten_forward, vjp=reshape_vjp,
 ))
 
 
@@ -90,6 +129,19 @@ def _reshape_infer(ins, attrs):
     return [x.with_shape(tuple(out))]
 
 
+def reshape_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    return [x.reshape([x.shape[i] if v == 0 else v for i, v in enumerate(attrs["shape"])])], None
+
+
+def reshape_lower(ctx, node):
+    """dslc's shape spec has ONNX's semantics (0 copies the input dim, -1 infers): one Reshape."""
+    if ctx.in_types(node)[0].shape == ctx.out_types(node)[0].shape:
+        ctx.alias(node, ctx.x(node))
+        return
+    ctx.emit("Reshape", [ctx.x(node), ctx.ints(ctx.attrs(node)["shape"])], ctx.out(node))
+
+
 RESHAPE = register(Op(
     name="reshape", inputs=("x",), infer=_reshape_infer, prepare=_reshape_prepare, category="shape",
     params=(Param("shape", "shape", doc="target shape; 0 copies the input dim at that position, one -1 is inferred"),),
@@ -100,6 +152,7 @@ RESHAPE = register(Op(
         Case((TensorType(("N", 3, 4)),), {"shape": [0, -1, 2]}, "symbolic batch via 0"),
         Case((TensorType((2, 12)),), {"shape": [-1, 3, 4]}, "-1 leading"),
     ],
+    lower=reshape_lower, forward=reshape_forward, vjp=reshape_vjp,
 ))
 
 
@@ -113,6 +166,23 @@ def _transpose_infer(ins, attrs):
     return [x.with_shape(tuple(x.shape[p] for p in perm))]
 
 
+def transpose_forward(ctx, xs, ws, attrs):
+    return [xs[0].transpose([p % xs[0].ndim for p in attrs["perm"]])], None
+
+
+def transpose_vjp(ctx, gys, saved, xs, ws, attrs):
+    inv = np.argsort([p % xs[0].ndim for p in attrs["perm"]])
+    return [_fgrad(xs[0], lambda: gys[0].transpose(inv))], {}
+
+
+def transpose_lower(ctx, node):
+    perm = [int(p) % ctx.in_types(node)[0].rank for p in ctx.attrs(node)["perm"]]
+    if perm == sorted(perm):
+        ctx.alias(node, ctx.x(node))
+        return
+    ctx.emit("Transpose", [ctx.x(node)], ctx.out(node), perm=perm)
+
+
 TRANSPOSE = register(Op(
     name="transpose", inputs=("x",), infer=_transpose_infer, category="shape",
     params=(Param("perm", "ints", doc="output axis i is input axis perm[i]"),),
@@ -122,6 +192,7 @@ TRANSPOSE = register(Op(
         Case((TensorType(("N", 3, 4, 5)),), {"perm": [0, 2, 3, 1]}, "NCHW -> NHWC, symbolic batch"),
         Case((TensorType((2, 3, 4)),), {"perm": [0, 2, 1]}),
     ],
+    lower=transpose_lower, forward=transpose_forward, vjp=transpose_vjp,
 ), aliases=("permute",))
 
 
@@ -150,6 +221,25 @@ def _concat_infer(ins, attrs):
     return [first.with_shape(first.shape[:axis] + (total,) + first.shape[axis + 1:])]
 
 
+def concat_forward(ctx, xs, ws, attrs):
+    return [np.concatenate(xs, axis=attrs["axis"])], None
+
+
+def concat_vjp(ctx, gys, saved, xs, ws, attrs):
+    axis = attrs["axis"] % xs[0].ndim
+    cuts = np.cumsum([x.shape[axis] for x in xs])[:-1]
+    parts = np.split(gys[0], cuts, axis=axis)
+    return [p if x.dtype.kind == "f" else None for p, x in zip(parts, xs)], {}
+
+
+def concat_lower(ctx, node):
+    xs = ctx.inputs(node)
+    if len(xs) == 1:
+        ctx.alias(node, xs[0])
+        return
+    ctx.emit("Concat", xs, ctx.out(node), axis=ctx.attrs(node)["axis"])
+
+
 CONCAT = register(Op(
     name="concat", inputs=("*xs",), infer=_concat_infer, category="shape",
     params=(Param("axis", "int", 1),),
@@ -160,6 +250,7 @@ CONCAT = register(Op(
         Case((TensorType((2, 3)), TensorType((2, 4))), {"axis": -1}, "negative axis"),
         Case((TensorType((1, 4)), TensorType(("N", 4))), {"axis": 0}, "symbolic along the axis"),
     ],
+    lower=concat_lower, forward=concat_forward, vjp=concat_vjp,
 ))
 
 
@@ -193,6 +284,32 @@ def _slice_infer(ins, attrs):
     return [x.with_shape(x.shape[:axis] + (n,) + x.shape[axis + 1:])]
 
 
+def _slice_index(x, attrs):
+    axis = attrs["axis"] % x.ndim
+    return (slice(None),) * axis + (slice(attrs["start"], attrs["end"], attrs["step"]),)
+
+
+def slice_forward(ctx, xs, ws, attrs):
+    return [xs[0][_slice_index(xs[0], attrs)]], None
+
+
+def slice_vjp(ctx, gys, saved, xs, ws, attrs):
+    x = xs[0]
+    if x.dtype.kind != "f":
+        return [None], {}
+    gx = np.zeros(x.shape, gys[0].dtype)
+    gx[_slice_index(x, attrs)] = gys[0]
+    return [gx], {}
+
+
+def slice_lower(ctx, node):
+    a = ctx.attrs(node)
+    ins = [ctx.x(node), ctx.ints([a["start"]], "starts"), ctx.ints([a["end"]], "ends"), ctx.ints([a["axis"]], "axes")]
+    if a["step"] != 1:
+        ins.append(ctx.ints([a["step"]], "steps"))
+    ctx.emit("Slice", ins, ctx.out(node))
+
+
 SLICE = register(Op(
     name="slice", inputs=("x",), infer=_slice_infer, prepare=_slice_prepare, category="shape",
     params=(Param("axis", "int"), Param("start", "int"), Param("end", "int"), Param("step", "int", 1)),
@@ -203,6 +320,7 @@ SLICE = register(Op(
         Case((TensorType((2, 3, 8)),), {"axis": 2, "start": 0, "end": 8, "step": 3}, "step"),
         Case((TensorType(("N", 5, 4)),), {"axis": 1, "start": 0, "end": 1}, "class token, symbolic batch"),
     ],
+    lower=slice_lower, forward=slice_forward, vjp=slice_vjp,
 ))
 
 
@@ -223,6 +341,32 @@ def _split_infer(ins, attrs):
     return [x.with_shape(x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
 
 
+def split_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    return np.split(x, np.cumsum(attrs["sizes"])[:-1], axis=attrs["axis"] % x.ndim), None
+
+
+def split_vjp(ctx, gys, saved, xs, ws, attrs):
+    """Outputs that get no gradient (None) contribute zeros."""
+    x = xs[0]
+    if x.dtype.kind != "f":
+        return [None], {}
+    axis = attrs["axis"] % x.ndim
+    dt = next((g.dtype for g in gys if g is not None), x.dtype)
+    parts = [g if g is not None else np.zeros(x.shape[:axis] + (s,) + x.shape[axis + 1:], dt)
+             for g, s in zip(gys, attrs["sizes"])]
+    return [np.concatenate(parts, axis=axis)], {}
+
+
+def split_lower(ctx, node):
+    a = ctx.attrs(node)
+    if len(a["sizes"]) == 1:
+        ctx.alias(node, ctx.x(node))
+        return
+    outs = [ctx.out(node, i) for i in range(len(a["sizes"]))]
+    ctx.emit("Split", [ctx.x(node), ctx.ints(a["sizes"], "split")], outs, axis=a["axis"])
+
+
 SPLIT = register(Op(
     name="split", inputs=("x",), infer=_split_infer, prepare=_split_prepare, category="shape",
     params=(Param("sizes", "ints", doc="one size per output"), Param("axis", "int", 1)),
@@ -231,6 +375,7 @@ SPLIT = register(Op(
         Case((TensorType((2, 6, 4)),), {"sizes": [2, 4]}),
         Case((TensorType(("N", 4, 6)),), {"sizes": [2, 2, 2], "axis": -1}, "three outputs, symbolic batch"),
     ],
+    lower=split_lower, forward=split_forward, vjp=split_vjp,
 ))
 
 
@@ -256,6 +401,37 @@ def _mean_prepare(ins, attrs):
     return attrs
 
 
+def _mean_axes(x, attrs):
+    return attrs.get("axes") or tuple(sorted({a % x.ndim for a in attrs["axis"]}))
+
+
+def mean_forward(ctx, xs, ws, attrs):
+    x = xs[0]
+    y = x.mean(axis=_mean_axes(x, attrs), keepdims=attrs["keepdims"])
+    return [np.asarray(y if x.dtype.kind == "f" else y.astype(x.dtype))], None
+
+
+def mean_vjp(ctx, gys, saved, xs, ws, attrs):
+    x = xs[0]
+    if x.dtype.kind != "f":
+        return [None], {}
+    axes = _mean_axes(x, attrs)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    g = gys[0] if attrs["keepdims"] else np.expand_dims(gys[0], axes)
+    gx = np.empty(x.shape, gys[0].dtype)
+    np.multiply(g, 1.0 / n, out=gx)
+    return [gx], {}
+
+
+def mean_lower(ctx, node):
+    a = ctx.attrs(node)
+    r = ctx.in_types(node)[0].rank
+    axes = sorted({ax % r for ax in a["axis"]})
+    ctx.reduce("ReduceMean", ctx.x(node), axes, ctx.out(node), keepdims=a["keepdims"])
+
+
 MEAN = register(Op(
     name="mean", inputs=("x",), infer=_mean_infer, prepare=_mean_prepare, category="shape",
     params=(Param("axis", "ints", doc="an axis or a list of axes"), Param("keepdims", "bool", False)),
@@ -266,6 +442,7 @@ MEAN = register(Op(
         Case((TensorType((2, 3, 4, 4)),), {"axis": [2, 3], "keepdims": True}, "spatial, keepdims"),
         Case((TensorType(("N", "T", 8)),), {"axis": -2}, "mean over tokens, symbolic"),
     ],
+    lower=mean_lower, forward=mean_forward, vjp=mean_vjp,
 ))
 
 
@@ -279,6 +456,31 @@ def _expand_batch_infer(ins, attrs):
     return [t.with_shape((like.shape[0],) + t.shape[1:])]
 
 
+def expand_batch_forward(ctx, xs, ws, attrs):
+    t, like = xs
+    return [np.repeat(t, like.shape[0], axis=0)], None
+
+
+def expand_batch_vjp(ctx, gys, saved, xs, ws, attrs):
+    """`like` only lends its batch size: its gradient is zero (None)."""
+    return [_fgrad(xs[0], lambda: gys[0].sum(axis=0, keepdims=True)), None], {}
+
+
+def expand_batch_lower(ctx, node):
+    """Expand t [1, ...] to [B, 1, ...]-broadcast shape; B read from `like` at run time when symbolic."""
+    t, like = ctx.inputs(node)
+    tt, lt = ctx.in_types(node)
+    b = lt.shape[0]
+    ones = [1] * (tt.rank - 1)
+    if isinstance(b, int):
+        shape = ctx.ints([b] + ones)
+    else:
+        shape = ctx.emit("Shape", [like], None, start=0, end=1)
+        if ones:
+            shape = ctx.emit("Concat", [shape, ctx.ints(ones)], None, axis=0)
+    ctx.emit("Expand", [t, shape], ctx.out(node))
+
+
 EXPAND_BATCH = register(Op(
     name="expand_batch", inputs=("t", "like"), infer=_expand_batch_infer, category="shape",
     doc="Broadcast t [1, ...] along axis 0 to like's batch size: -> [like.shape[0], *t.shape[1:]] "
@@ -287,4 +489,5 @@ EXPAND_BATCH = register(Op(
         Case((TensorType((1, 1, 8)), TensorType((2, 4, 8)))),
         Case((TensorType((1, 1, 4)), TensorType(("N", 3, 4))), note="symbolic batch"),
     ],
+    lower=expand_batch_lower, forward=expand_batch_forward, vjp=expand_batch_vjp,
 ))

@@ -1,6 +1,8 @@
 """Sources: ops with no tensor inputs -- a learned tensor (param) and a scalar constant."""
+import numpy as np
+
 from dslc.ops.registry import Case, Op, Param, WeightSpec, register
-from dslc.types import DTYPES, TensorType
+from dslc.types import DTYPES, NUMPY_DTYPE, TensorType
 
 
 def _param_prepare(ins, attrs):
@@ -16,6 +18,24 @@ def _param_prepare(ins, attrs):
 
 def _param_init(attrs):
     return f"normal:{attrs['std']}" if attrs["init"] == "normal" else attrs["init"]
+
+
+# ---- numpy executor (dslc/ops/registry.py contract) -------------------------------------------------------
+def param_forward(ctx, xs, ws, attrs):
+    """The weight array itself (not a copy): downstream ops never write into their inputs."""
+    return [ws["value"]], None
+
+
+def param_vjp(ctx, gys, saved, xs, ws, attrs):
+    return [], {"value": gys[0]}
+
+
+def constant_forward(ctx, xs, ws, attrs):
+    return [np.array(attrs["value"], dtype=NUMPY_DTYPE[attrs["dtype"]])], None
+
+
+def constant_vjp(ctx, gys, saved, xs, ws, attrs):
+    return [], {}
 
 
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
@@ -37,7 +57,7 @@ PARAM = register(Op(
         Case((), {"shape": [1, 5, 8], "init": "normal", "std": 0.02}, "position embedding"),
         Case((), {"shape": [4], "init": "ones"}),
     ],
-    lower=param_lower,
+    lower=param_lower, forward=param_forward, vjp=param_vjp,
 ))
 
 
@@ -53,5 +73,5 @@ CONSTANT = register(Op(
     params=(Param("value", "float"), Param("dtype", "choice", "f32", DTYPES)),
     doc="A scalar constant `value` of `dtype`; shape [].",
     cases=[Case((), {"value": 1.5}), Case((), {"value": 2, "dtype": "f32"})],
-    lower=constant_lower,
+    lower=constant_lower, forward=constant_forward, vjp=constant_vjp,
 ))

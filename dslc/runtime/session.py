@@ -134,7 +134,7 @@ def probe_providers(prefer_gpu: bool = True) -> ProviderProbe:
     if CUDA in res.get("providers", []):
         return ProviderProbe(CUDA, f"GPU {name}", name, preload=bool(res.get("preload")), ort_version=ver)
     err = res.get("error") or "CUDA libraries (cudart/cuDNN) missing or incompatible"
-    return ProviderProbe(CPU, f"GPU {name} present but CUDA provider unusable: {err}", "CPU", ort_version=ver)
+    return ProviderProbe(CPU, f"{name} present but the CUDA provider is unusable: {err}", "CPU", ort_version=ver)
 
 
 def session_options(*, intra_op_threads: int | None = None, inter_op_threads: int = 1,
@@ -203,5 +203,5 @@ def describe(probe: ProviderProbe | None = None, provider: str | None = None, th
     if provider == CUDA:
         return f"onnxruntime {probe.ort_version} on {provider} ({probe.device})"
     n = threads or cpu_count()
-    why = "" if probe.reason == "CPU requested" else f"; no GPU: {probe.reason}"
-    return f"onnxruntime {probe.ort_version} on {provider} ({n} intra-op thread{'s' if n != 1 else ''}{why})"
+    why = "" if probe.reason == "CPU requested" else f"; GPU not used: {probe.reason}"
+    return f"onnxruntime {probe.ort_version} on {provider} ({n} intra-op thread{'s' if n != 1 else ''}){why}"

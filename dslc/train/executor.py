@@ -61,6 +61,7 @@ class Plan:
     target_slots: list[tuple[str, int, np.dtype, tuple]]
     output_slots: dict[str, int]
     loss_slot: int | None
+    loss_input_slots: tuple[int, ...] = ()                    # the loss node's operands (prediction, target)
     backward_steps: list[Step] = field(default_factory=list)  # reversed, only those with backward=True
 
 
@@ -172,10 +173,11 @@ class Executor:
             return out
         return Plan(
             steps=steps, n_slots=len(slots),
-            feed_slots=[f for f in feed(g.graph.get("inputs") or []) if f[0] in needed],
-            target_slots=[f for f in feed(g.graph.get("targets") or []) if f[0] in needed] if use_loss else [],
+            feed_slots=feed(g.graph.get("inputs") or []),
+            target_slots=feed(g.graph.get("targets") or []) if use_loss else [],
             output_slots={name: slots[o] for name, o in outputs.items()},
             loss_slot=slots[tuple(loss)] if use_loss else None,
+            loss_input_slots=tuple(slots[tuple(i)] for i in g.nodes[loss[0]]["inputs"]) if use_loss else (),
             backward_steps=[s for s in reversed(steps) if s.backward],
         )
 
@@ -231,8 +233,15 @@ class Executor:
             out["loss"] = values[plan.loss_slot]
         return out
 
+    def evaluate(self, inputs, targets) -> tuple[float, list[np.ndarray]]:
+        """Evaluation-mode forward to the loss: (loss, [the loss node's operands: prediction, target])."""
+        plan = self.plan("eval")
+        values = self._forward(plan, self.eval_ctx, inputs, targets, keep=False)
+        return float(values[plan.loss_slot]), [values[s] for s in plan.loss_input_slots]
+
     def loss_and_grads(self, inputs, targets, training: bool = True):
-        """One forward + backward pass. Returns (loss: float, outputs: dict, grads: dict name -> float32 array).
+        """One forward + backward pass. Returns (loss: float, aux, grads: dict name -> float32 array), aux being
+        the loss node's operands (prediction, target) for metrics.
 
         Weights that get no gradient (not connected to the loss) get zeros, so optimisers see every trainable
         weight each step."""
@@ -289,8 +298,7 @@ class Executor:
         for name in self.trainable:
             if name not in wgrads:
                 wgrads[name] = np.zeros_like(self.weights[name])
-        outputs = {name: values[s] for name, s in plan.output_slots.items()}
-        return float(loss), outputs, wgrads
+        return float(loss), [values[s] for s in plan.loss_input_slots], wgrads
 
 
 def _weight_names(g):

@@ -88,6 +88,24 @@ def two_io():
     return model
 
 
+def varlen():
+    """A second variable dim: x[N,T] FP32 -> y[N,T] = 3x, s[N,1] = sum over T.  Requests with different T can
+    only be batched with requests of the same T."""
+    from onnx import TensorProto, helper
+    inits = [_init("three", np.array(3.0, np.float32)), _init("axes", np.array([1], np.int64))]
+    nodes = [helper.make_node("Mul", ["x", "three"], ["y"]),
+             helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=1)]
+    graph = helper.make_graph(
+        nodes, "varlen",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "T"]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 1])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dslc-tests")
+    model.ir_version = IR_VERSION
+    return model
+
+
 def fixed_batch():
     """A model without a batch dim (fixed shape [2,3]): served with max_batch_size 0."""
     from onnx import TensorProto, helper

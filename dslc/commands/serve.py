@@ -1,0 +1,41 @@
+"""dslc serve: Open Inference Protocol (KServe v2) server over onnxruntime, with dynamic batching and metrics."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "serve"
+HELP = "serve models over HTTP with the Open Inference Protocol (KServe v2 / Triton compatible)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="model files: .onnx (or .net with --weights); each is served as version 1 under its file "
+                        "name without the extension")
+    p.add_argument("--repository", metavar="DIR",
+                   help="a Triton-style model repository: DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx "
+                        "(config.pbtxt settings win over the flags below)")
+    p.add_argument("--weights", metavar="FILE", help="weights for a .net model")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-batch-size", type=int, default=32, metavar="N",
+                   help="largest batch (rows along dim 0) per execution and per request (default 32); "
+                        "1 turns dynamic batching off; 0 serves the model's full shapes without a batch dim")
+    p.add_argument("--max-queue-delay-ms", type=float, default=0.0, metavar="MS",
+                   help="how long the first queued request may wait for others to join its batch (default 0: "
+                        "batch only what queued while the model was busy)")
+    p.add_argument("--instances", type=int, default=1, metavar="N",
+                   help="executions of one model that may run at once (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="onnxruntime intra-op threads per model (default: the CPUs this process may use)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="auto: CUDA when a GPU is usable, else CPU (default); gpu: fail without one")
+    p.add_argument("--max-body-size", default="64MiB", metavar="SIZE",
+                   help="largest request body accepted, e.g. 64MiB or 1048576 (default 64MiB); larger gets 413")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on every endpoint except /v2/health/* "
+                        "(or set DSLC_API_KEY)")
+
+
+def run(args) -> int:
+    from dslc.serve.server import main
+    return main(args)

@@ -1,0 +1,99 @@
+"""`dslc train FILE.net -o trained.onnx`: train with the numpy executor, export the trained model as ONNX."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a network with its train { } section (flags override it); write the trained ONNX model"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE.net")
+    p.add_argument("-o", "--output", metavar="OUT.onnx",
+                   help="trained model (default: NETWORK_trained.onnx); the metrics log OUT.metrics.jsonl, the "
+                        "plot OUT.png and the checkpoint OUT.ckpt.npz go beside it")
+    p.add_argument("--network", help="train this network of the file")
+    p.add_argument("--data", metavar="SPEC",
+                   help="training data: mnist, mnist:DIR, linear2d, nonseparable2d, rosenbrock, sinxsiny "
+                        "(e.g. linear2d:n=500,seed=1), FILE.npz, FILE.csv or csv:FILE,target=COL")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--seed", type=int, help="seed for initial weights, shuffling and dropout")
+    p.add_argument("--clip", type=float, help="clip gradients to this global L2 norm")
+    p.add_argument("--val-split", type=float, help="hold out this fraction of the training data for validation")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimiser steps (checkpoints are written every epoch)")
+    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default OUT.ckpt.npz)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue from the checkpoint (default OUT.ckpt.npz) exactly where it stopped")
+    p.add_argument("--weights", metavar="W.npz", help="start from these weights instead of a seeded initialisation")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    def fail(msg: str, code: int) -> int:
+        print(f"dslc train: error: {msg}", file=sys.stderr)
+        return code
+
+    path = Path(args.file)
+    if not path.is_file():
+        return fail(f"cannot read {path}: no such file", 2)
+    for flag in ("epochs", "batch_size", "checkpoint_every"):
+        v = getattr(args, flag)
+        if v is not None and v < (0 if flag == "checkpoint_every" else 1):
+            return fail(f"--{flag.replace('_', '-')} must be a positive integer, got {v}", 2)
+    if args.lr is not None and not args.lr > 0:
+        return fail(f"--lr must be positive, got {args.lr}", 2)
+    if args.val_split is not None and not 0 <= args.val_split < 1:
+        return fail(f"--val-split must be a fraction in [0, 1), got {args.val_split}", 2)
+
+    import dslc
+    from dslc.train import data as D
+    from dslc.train.executor import ExecutorError
+    from dslc.train.loop import Settings, TrainError, default_paths, run_training
+    from dslc.train.optim import OptimizerError
+
+    try:
+        program = dslc.load(str(path), network=args.network)
+    except (OSError, UnicodeDecodeError) as e:
+        return fail(f"cannot read {path}: {e}", 2)
+    if program.diagnostics.items:
+        print(program.diagnostics.render_all(), file=sys.stderr)
+    if not program.ok:
+        return 1
+    if args.network and args.network not in program.networks:
+        return fail(f"no network named `{args.network}` in {path} (networks: {', '.join(program.networks)})", 2)
+    g = program.networks[args.network] if args.network else program.graph
+    paths = default_paths(args.output, g)
+    if args.checkpoint:
+        paths["checkpoint"] = Path(args.checkpoint)
+    resume = args.resume
+    if resume is True and args.checkpoint:
+        resume = args.checkpoint
+    if resume and not Path(paths["checkpoint"] if resume is True else resume).is_file():
+        return fail(f"no checkpoint at {paths['checkpoint'] if resume is True else resume} to resume from", 2)
+    weights = None
+    if args.weights:
+        from dslc.weights import check_weights, load_weights
+        try:
+            weights = load_weights(args.weights)
+        except (OSError, ValueError) as e:
+            return fail(f"cannot read weights {args.weights}: {e}", 2)
+        problems = check_weights(g, weights)
+        if problems:
+            return fail(f"{args.weights} does not fit network `{g.graph.get('name')}`: " + "; ".join(problems[:5]), 1)
+    try:
+        s = Settings.resolve(g, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             optimizer=args.optimizer, seed=args.seed, clip=args.clip, val_split=args.val_split,
+                             checkpoint_every=args.checkpoint_every)
+        result = run_training(g, s, paths=paths, resume=resume, quiet=args.quiet, weights=weights)
+    except (TrainError, D.DataError, OptimizerError, ExecutorError) as e:
+        return fail(str(e), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    return 130 if result.interrupted else 0

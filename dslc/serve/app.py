@@ -1,0 +1,357 @@
+"""The Open Inference Protocol (KServe v2) REST API as a plain ASGI application, run by uvicorn.
+
+A raw ASGI callable rather than a framework router: the inference path is short (parse, queue, encode) and
+every microsecond of per-request overhead shows at concurrency 1.  uvicorn (httptools + uvloop when installed)
+does the HTTP.
+
+    GET  /v2/health/live | /v2/health/ready | /v2
+    GET  /v2/models/{name}[/versions/{v}]            model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    GET  /v2/models/{name}[/versions/{v}]/config     Triton model configuration (JSON), read by perf_analyzer
+    GET  /v2/models[/{name}[/versions/{v}]]/stats    Triton statistics extension
+    POST /v2/models/{name}[/versions/{v}]/infer
+    GET  /metrics                                    Prometheus
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sys
+import time
+import zlib
+
+from dslc.serve.batcher import Batcher, ExecutionError
+from dslc.serve.model import ModelLoadError, ServedModel
+from dslc.serve.protocol import ProtocolError, encode_infer_response, parse_infer_request
+
+JSON = b"application/json"
+OCTET = b"application/octet-stream"
+_HEALTH = (("v2", "health", "live"), ("v2", "health", "ready"))
+
+
+def log(msg: str) -> None:
+    print(f"dslc serve: {msg}", file=sys.stderr, flush=True)
+
+
+def _version_key(v: str):
+    return (0, int(v)) if v.isdigit() else (1, v)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class ServeApp:
+    def __init__(self, models: list[ServedModel], *, metrics=None, api_key: str | None = None,
+                 max_body_size: int = 64 << 20, on_fatal=None, banner: str = ""):
+        self.models: dict[str, dict[str, ServedModel]] = {}
+        for m in models:
+            self.models.setdefault(m.name, {})[m.version] = m
+        self.latest = {n: max(vs, key=_version_key) for n, vs in self.models.items()}
+        self.metrics = metrics
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_size = max_body_size
+        self.on_fatal = on_fatal
+        self.banner = banner
+        self.stopping = False
+        self.exit_code = 0
+        self.accepted = 0       # inference requests that reached the app
+        self.answered = 0       # ... and got a response (success or error)
+        self._load_task = None
+
+    # ------------------------------------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send):
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                if self.banner:
+                    log(self.banner)
+                self._load_task = asyncio.get_running_loop().create_task(self._load_all())
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                if self._load_task is not None and not self._load_task.done():
+                    self._load_task.cancel()
+                for vs in self.models.values():
+                    for m in vs.values():
+                        if m.batcher is not None:
+                            m.batcher.close()
+                log(f"stopped: answered {self.answered} of {self.accepted} accepted inference requests")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _load_all(self):
+        loop = asyncio.get_running_loop()
+        all_models = [m for vs in self.models.values() for m in vs.values()]
+        for m in all_models:
+            try:
+                await loop.run_in_executor(None, m.load)
+            except ModelLoadError as e:
+                m.state, m.error = "failed", str(e)
+            except Exception as e:  # pragma: no cover - unexpected
+                m.state, m.error = "failed", f"model '{m.name}': {type(e).__name__}: {e}"
+            if m.state == "failed":
+                log(f"error: {m.error}")
+                self.exit_code = 1
+                if self.on_fatal:
+                    self.on_fatal()
+                return
+            mm = self.metrics.for_model(m.name, m.version) if self.metrics else None
+            m.mmetrics = mm
+            m.batcher = Batcher(m, loop, mm)
+            for note in m.notes:
+                log(f"model '{m.name}': {note}")
+            log(m.summary())
+        log(f"ready: {len(all_models)} model(s)")
+
+    # ------------------------------------------------------------------------------------------------ HTTP
+
+    async def _http(self, scope, receive, send):
+        method = scope["method"]
+        parts = tuple(p for p in scope["path"].split("/") if p)
+        headers = {}
+        for k, v in scope["headers"]:
+            if k in (b"content-length", b"inference-header-content-length", b"content-encoding",
+                     b"authorization"):
+                headers[k] = v
+        try:
+            if self.api_key is not None and parts not in _HEALTH:
+                self._check_auth(headers)
+            await self._route(method, parts, headers, receive, send)
+        except ProtocolError as e:
+            extra = []
+            if e.status == 401:
+                extra.append((b"www-authenticate", b"Bearer"))
+            elif e.status == 405:
+                extra.append((b"allow", getattr(e, "allow", "GET").encode()))
+            await self._json(send, e.status, {"error": e.message}, extra)
+        except _Disconnected:
+            return
+
+    def _check_auth(self, headers):
+        got = headers.get(b"authorization", b"")
+        if not (got.startswith(b"Bearer ") and hmac.compare_digest(got[7:].strip(), self.api_key)):
+            raise ProtocolError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+    @staticmethod
+    def _method(method: str, allowed: str) -> None:
+        ok = method == allowed or (allowed == "GET" and method == "HEAD")
+        if not ok:
+            e = ProtocolError(405, f"method {method} not allowed here; use {allowed}")
+            e.allow = allowed + (", HEAD" if allowed == "GET" else "")
+            raise e
+
+    async def _route(self, method, parts, headers, receive, send):
+        n = len(parts)
+        if n >= 1 and parts[0] == "v2":
+            if n == 1:
+                self._method(method, "GET")
+                from dslc import __version__
+                return await self._json(send, 200, {"name": "dslc", "version": __version__, "extensions": [
+                    "binary_tensor_data", "model_configuration", "statistics"]})
+            if parts[1] == "health" and n == 3 and parts[2] in ("live", "ready"):
+                self._method(method, "GET")
+                if parts[2] == "live":
+                    return await self._json(send, 200, {"live": True})
+                return await self._ready(send)
+            if parts[1] == "models":
+                if n == 3 and parts[2] == "stats":
+                    self._method(method, "GET")
+                    return await self._stats(send, None, None)
+                if n >= 3:
+                    name = parts[2]
+                    rest = parts[3:]
+                    version = None
+                    if len(rest) >= 2 and rest[0] == "versions":
+                        version, rest = rest[1], rest[2:]
+                    if not rest:
+                        self._method(method, "GET")
+                        m = self._lookup(name, version, need_ready=True)
+                        versions = sorted((v for v, x in self.models[name].items() if x.ready), key=_version_key)
+                        return await self._json(send, 200, m.metadata(versions))
+                    if len(rest) == 1:
+                        what = rest[0]
+                        if what == "infer":
+                            self._method(method, "POST")
+                            return await self._infer(name, version, headers, receive, send)
+                        if what == "ready":
+                            self._method(method, "GET")
+                            m = self._lookup(name, version, need_ready=False)
+                            if m.ready:
+                                return await self._json(send, 200, {"name": name, "version": m.version,
+                                                                    "ready": True})
+                            return await self._json(send, 503, {"name": name, "version": m.version, "ready": False,
+                                                                "error": self._not_ready_reason(m)})
+                        if what == "config":
+                            self._method(method, "GET")
+                            m = self._lookup(name, version, need_ready=True)
+                            return await self._json(send, 200, m.config())
+                        if what == "stats":
+                            self._method(method, "GET")
+                            self._lookup(name, version, need_ready=False)
+                            return await self._stats(send, name, version)
+        elif parts == ("metrics",):
+            self._method(method, "GET")
+            body = self.metrics.render() if self.metrics else b""
+            return await self._send(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+        raise ProtocolError(404, f"no such endpoint: {method} /{'/'.join(parts)}")
+
+    # ----------------------------------------------------------------------------------------------- models
+
+    def _not_ready_reason(self, m: ServedModel) -> str:
+        if m.state == "failed":
+            return f"model '{m.name}' version {m.version} failed to load: {m.error}"
+        if self.stopping:
+            return "server is shutting down"
+        return f"model '{m.name}' version {m.version} is not ready yet (loading)"
+
+    def _lookup(self, name: str, version: str | None, need_ready: bool) -> ServedModel:
+        vs = self.models.get(name)
+        if vs is None:
+            raise ProtocolError(404, f"unknown model '{name}' (serving: {', '.join(sorted(self.models))})")
+        if version is None or version == "":
+            m = vs[self.latest[name]]
+        else:
+            m = vs.get(version)
+            if m is None:
+                raise ProtocolError(404, f"unknown version '{version}' of model '{name}' "
+                                         f"(versions: {', '.join(sorted(vs, key=_version_key))})")
+        if need_ready and not m.ready:
+            raise ProtocolError(503, self._not_ready_reason(m))
+        return m
+
+    async def _ready(self, send):
+        waiting = [f"{m.name} v{m.version}" for vs in self.models.values() for m in vs.values() if not m.ready]
+        if self.stopping:
+            return await self._json(send, 503, {"ready": False, "error": "server is shutting down"})
+        if waiting:
+            return await self._json(send, 503, {"ready": False, "error": "not ready: " + ", ".join(waiting)})
+        return await self._json(send, 200, {"ready": True})
+
+    async def _stats(self, send, name, version):
+        out = []
+        for n, vs in sorted(self.models.items()):
+            if name is not None and n != name:
+                continue
+            for v, m in sorted(vs.items(), key=lambda kv: _version_key(kv[0])):
+                if version is not None and v != version:
+                    continue
+                out.append(m.stats.as_triton(n, v))
+        await self._json(send, 200, {"model_stats": out})
+
+    # ------------------------------------------------------------------------------------------------ infer
+
+    async def _infer(self, name, version, headers, receive, send):
+        m = self._lookup(name, version, need_ready=True)
+        mm = m.mmetrics
+        t0 = time.perf_counter()
+        self.accepted += 1
+        mm.inflight.inc()
+        st = m.stats
+        try:
+            try:
+                body = await self._read_body(receive, headers)
+                req = parse_infer_request(body, self._header_length(headers), m)
+                results = await m.batcher.submit(req.inputs, req.batch)
+                payload, hlen = encode_infer_response(m.name, m.version, req.id, req.outputs, results, m.datatypes)
+            except ExecutionError as e:
+                raise ProtocolError(400 if e.bad_input else 500, str(e)) from None
+        except ProtocolError as e:
+            mm.inflight.dec()
+            mm.failure(e.status)
+            st.fail_count += 1
+            st.fail_ns += int((time.perf_counter() - t0) * 1e9)
+            if e.status >= 500:
+                log(f"error: {e.message}")
+            self.answered += 1
+            raise
+        except _Disconnected:
+            mm.inflight.dec()
+            mm.failure(499)
+            self.answered += 1
+            raise
+        dt = time.perf_counter() - t0
+        mm.request.observe(dt)
+        mm.success.inc()
+        mm.inflight.dec()
+        st.success_count += 1
+        st.success_ns += int(dt * 1e9)
+        st.last_inference_ms = int(time.time() * 1000)
+        if hlen is None:
+            await self._send(send, 200, payload, JSON)
+        else:
+            await self._send(send, 200, payload, OCTET, [(b"inference-header-content-length", str(hlen).encode())])
+        self.answered += 1
+
+    @staticmethod
+    def _header_length(headers):
+        v = headers.get(b"inference-header-content-length")
+        return None if v is None else v.decode("latin-1")
+
+    async def _read_body(self, receive, headers) -> bytes:
+        limit = self.max_body_size
+        cl = headers.get(b"content-length")
+        if cl is not None:
+            try:
+                declared = int(cl)
+            except ValueError:
+                raise ProtocolError(400, "Content-Length is not an integer") from None
+            if declared > limit:
+                raise ProtocolError(413, f"request body of {declared} bytes is over the limit of {limit} bytes "
+                                         f"(--max-body-size)")
+        chunks = []
+        total = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected()
+            chunk = msg.get("body", b"")
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise ProtocolError(413, f"request body is over the limit of {limit} bytes (--max-body-size)")
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        enc = headers.get(b"content-encoding")
+        if enc is not None:
+            body = self._decompress(body, enc.decode("latin-1").strip().lower())
+        return body
+
+    def _decompress(self, body: bytes, enc: str) -> bytes:
+        if enc in ("", "identity"):
+            return body
+        if enc not in ("gzip", "deflate"):
+            raise ProtocolError(415, f"unsupported Content-Encoding '{enc}' (use gzip, deflate or none)")
+        d = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
+        try:
+            out = d.decompress(body, self.max_body_size + 1)
+        except zlib.error as e:
+            raise ProtocolError(400, f"request body is not valid {enc} data: {e}") from None
+        if len(out) > self.max_body_size or d.unconsumed_tail:
+            raise ProtocolError(413, f"decompressed request body is over the limit of {self.max_body_size} bytes "
+                                     f"(--max-body-size)")
+        if not d.eof:
+            raise ProtocolError(400, f"request body is truncated {enc} data")
+        return out
+
+    # ---------------------------------------------------------------------------------------------- replies
+
+    @staticmethod
+    async def _send(send, status: int, body: bytes, content_type: bytes, extra=()):
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _json(self, send, status: int, obj, extra=()):
+        await self._send(send, status, json.dumps(obj, separators=(",", ":")).encode(), JSON, extra)

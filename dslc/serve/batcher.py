@@ -1,0 +1,188 @@
+"""Dynamic batching: concurrent requests for one model merged along dim 0, run once off the event loop, split back.
+
+Scheduling (all on the event loop thread, driven by arrivals, timers and completions; no polling task):
+
+* A request joins the pending queue with a deadline = its arrival + max_queue_delay.
+* When an execution slot is free, the oldest pending request heads the next batch.  It collects, in arrival
+  order, the pending requests whose non-batch shapes and dtypes equal its own (others are never mixed in), up to
+  max_batch_size rows.  The batch runs as soon as it is full or the head's deadline has passed -- a fixed
+  deadline from the first queued request, not a timeout that restarts with each arrival.  While all slots are
+  busy, requests simply queue; the next free slot takes them at once if their deadline has passed.
+* Executions run in a thread pool (one thread per model instance); session.run releases the GIL.
+* max_batch_size <= 1 (or dynamic batching off) sends each request alone through the same slots.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+class _Pending:
+    __slots__ = ("key", "inputs", "rows", "future", "t_enqueue", "deadline")
+
+    def __init__(self, key, inputs, rows, future, t_enqueue, deadline):
+        self.key = key
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.t_enqueue = t_enqueue
+        self.deadline = deadline
+
+
+class ExecutionError(Exception):
+    """onnxruntime failed on a batch; `bad_input` when it blamed the inputs (answered 400, else 500)."""
+
+    def __init__(self, message: str, bad_input: bool):
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+class Batcher:
+    def __init__(self, model, loop: asyncio.AbstractEventLoop, metrics=None):
+        self.model = model
+        self.loop = loop
+        self.metrics = metrics
+        self.max_rows = model.max_batch_size if model.merging else 0
+        self.delay = model.queue_delay_ms / 1000.0 if model.merging else 0.0
+        self.slots = model.instances
+        self.pool = ThreadPoolExecutor(max_workers=model.instances, thread_name_prefix=f"dslc-{model.name}")
+        self.pending: deque[_Pending] = deque()
+        self._timer = None
+        self._timer_at = None
+        self.executions = 0
+
+    # ---------------------------------------------------------------------------------------------- requests
+
+    def submit(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future:
+        """Queue one request; the future resolves to (outputs dict, queue seconds)."""
+        fut = self.loop.create_future()
+        now = self.loop.time()
+        key = tuple((a.shape[1:], a.dtype.str) for a in inputs.values()) if self.max_rows else None
+        self.pending.append(_Pending(key, inputs, rows, fut, time.perf_counter(), now + self.delay))
+        self._dispatch()
+        return fut
+
+    # ------------------------------------------------------------------------------------------- scheduling
+
+    def _dispatch(self) -> None:
+        while self.slots > 0 and self.pending:
+            head = self.pending[0]
+            if not self.max_rows:
+                batch = [self.pending.popleft()]
+            else:
+                batch, rows, contiguous, full = self._collect(head)
+                if not full and self.delay > 0 and self.loop.time() < head.deadline:
+                    self._arm(head.deadline)
+                    return
+                if contiguous:
+                    for _ in batch:
+                        self.pending.popleft()
+                else:
+                    taken = {id(p) for p in batch}
+                    self.pending = deque(p for p in self.pending if id(p) not in taken)
+            self.slots -= 1
+            cf = self.pool.submit(self._execute, batch)
+            cf.add_done_callback(lambda f, b=batch: self.loop.call_soon_threadsafe(self._finish, f, b))
+
+    def _collect(self, head: _Pending):
+        batch, rows, contiguous, full = [], 0, True, False
+        for p in self.pending:
+            if p.key != head.key:
+                contiguous = False
+                continue
+            if rows + p.rows > self.max_rows:
+                full = True
+                break
+            batch.append(p)
+            rows += p.rows
+            if rows == self.max_rows:
+                full = True
+                break
+        return batch, rows, contiguous, full
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_at == when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._dispatch()
+
+    # -------------------------------------------------------------------------------------------- execution
+
+    def _execute(self, batch: list[_Pending]):
+        """Runs in a pool thread: concatenate, run, split.  Returns (per-request outputs, t_start, t_end)."""
+        model = self.model
+        t0 = time.perf_counter()
+        if len(batch) == 1:
+            feed = batch[0].inputs
+        else:
+            feed = {n: np.concatenate([p.inputs[n] for p in batch]) for n in batch[0].inputs}
+        try:
+            outs = model.run(feed)
+        except Exception as e:  # onnxruntime: InvalidArgument / Fail / RuntimeException
+            text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            bad = type(e).__name__ in ("InvalidArgument", "Fail") or "INVALID_ARGUMENT" in str(e)
+            raise ExecutionError(f"model '{model.name}' failed to run on the request: {text}", bad) from None
+        names = model.output_names
+        if len(batch) == 1:
+            results = [dict(zip(names, outs))]
+        else:
+            total = sum(p.rows for p in batch)
+            for n, o in zip(names, outs):
+                if o.ndim == 0 or o.shape[0] != total:
+                    raise ExecutionError(f"model '{model.name}': output '{n}' has {o.shape[0] if o.ndim else 0} "
+                                         f"rows for a batch of {total}; it cannot be batched", False)
+            results = []
+            start = 0
+            for p in batch:
+                end = start + p.rows
+                results.append({n: o[start:end] for n, o in zip(names, outs)})
+                start = end
+        return results, t0, time.perf_counter()
+
+    def _finish(self, cf, batch: list[_Pending]) -> None:
+        self.slots += 1
+        self.executions += 1
+        exc = cf.exception()
+        if exc is not None:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+        else:
+            results, t0, t1 = cf.result()
+            rows = sum(p.rows for p in batch)
+            st = self.model.stats
+            st.execution_count += 1
+            st.inference_count += rows
+            dt_ns = int((t1 - t0) * 1e9)
+            st.infer_count += len(batch)
+            st.infer_ns += dt_ns * len(batch)
+            c, ns = st.batches.get(rows, (0, 0))
+            st.batches[rows] = (c + 1, ns + dt_ns)
+            if self.metrics is not None:
+                self.metrics.compute.observe(t1 - t0)
+                self.metrics.batch.observe(rows)
+            for p, r in zip(batch, results):
+                q = t0 - p.t_enqueue
+                st.queue_count += 1
+                st.queue_ns += int(q * 1e9)
+                if self.metrics is not None:
+                    self.metrics.queue.observe(q)
+                if not p.future.done():
+                    p.future.set_result(r)
+        self._dispatch()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.pool.shutdown(wait=True)

@@ -1,0 +1,238 @@
+"""A served model: one ONNX model version, its onnxruntime session, tensor metadata, batching settings, stats."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dslc.serve.protocol import DTYPES, ORT_TO_DATATYPE, TensorSpec
+from dslc.serve import triton
+
+
+class ModelLoadError(Exception):
+    pass
+
+
+def load_model_source(path, weights=None) -> bytes:
+    """Serialized ONNX for a model file: a .onnx is read as is; a .net is compiled (with its weights) first.
+
+    The .net path goes through dslc.lowering.compile.compile_file(path, weights=None, batch=None) ->
+    onnx.ModelProto, imported only here so serving .onnx files never depends on the compiler.  compile_file
+    reports the user's errors itself and raises SystemExit, which is left to propagate.
+    """
+    path = Path(path)
+    if path.suffix == ".net":
+        try:
+            from dslc.lowering.compile import compile_file
+        except ImportError:
+            raise ModelLoadError(f"{path}: serving a .net file needs the dslc compiler "
+                                 f"(dslc.lowering.compile), which this build does not have; compile it to .onnx "
+                                 f"first") from None
+        model = compile_file(str(path), weights=weights, batch=None)
+        return model.SerializeToString()
+    if weights is not None:
+        raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _shape(dims) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
+
+
+class Stats:
+    """Triton-style per-model statistics (cumulative counts and nanoseconds), updated on the event loop."""
+
+    __slots__ = ("success_count", "success_ns", "fail_count", "fail_ns", "queue_count", "queue_ns",
+                 "infer_count", "infer_ns", "inference_count", "execution_count", "last_inference_ms", "batches")
+
+    def __init__(self):
+        for s in self.__slots__:
+            setattr(self, s, 0)
+        self.batches = {}
+
+    def as_triton(self, name: str, version: str) -> dict:
+        def cn(c, ns):
+            return {"count": c, "ns": ns}
+        zero = cn(0, 0)
+        return {
+            "name": name, "version": version, "last_inference": self.last_inference_ms,
+            "inference_count": self.inference_count, "execution_count": self.execution_count,
+            "inference_stats": {
+                "success": cn(self.success_count, self.success_ns), "fail": cn(self.fail_count, self.fail_ns),
+                "queue": cn(self.queue_count, self.queue_ns), "compute_input": cn(self.infer_count, 0),
+                "compute_infer": cn(self.infer_count, self.infer_ns), "compute_output": cn(self.infer_count, 0),
+                "cache_hit": zero, "cache_miss": zero,
+            },
+            "batch_stats": [
+                {"batch_size": bs, "compute_input": cn(c, 0), "compute_infer": cn(c, ns), "compute_output": cn(c, 0)}
+                for bs, (c, ns) in sorted(self.batches.items())
+            ],
+            "memory_usage": [],
+        }
+
+
+class ServedModel:
+    """One version of one model.  `load()` (blocking, run off the event loop) opens the session, works out the
+    tensors and whether the model batches, checks a repository config against the model, and warms up."""
+
+    def __init__(self, name: str, version: str, source: bytes, *, origin: str = "", max_batch_size: int = 32,
+                 queue_delay_ms: float = 0.0, dynamic_batching: bool = True, instances: int = 1,
+                 device: str = "auto", threads: int | None = None, repo_config: dict | None = None):
+        self.name = name
+        self.version = version
+        self.origin = origin
+        self._source = source
+        self.requested_max_batch_size = max(0, int(max_batch_size))
+        self.queue_delay_ms = max(0.0, float(queue_delay_ms))
+        self.dynamic_batching = dynamic_batching
+        self.instances = max(1, int(instances))
+        self.device = device
+        self.threads = threads
+        self.repo_config = repo_config
+        self.state = "loading"      # loading | ready | failed
+        self.error: str | None = None
+        self.session = None
+        self.provider = ""
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.input_index: dict[str, TensorSpec] = {}
+        self.output_index: dict[str, TensorSpec] = {}
+        self.datatypes: dict[str, str] = {}
+        self.output_names: list[str] = []
+        self.max_batch_size = 0
+        self.notes: list[str] = []
+        self.warmup_ms = 0.0
+        self.stats = Stats()
+        self.batcher = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def merging(self) -> bool:
+        """Whether concurrent requests are merged into one execution (dynamic batching)."""
+        return self.max_batch_size > 1 and self.dynamic_batching
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        from dslc.runtime.session import create_session
+        try:
+            self.session, self.provider = create_session(
+                self._source, prefer_gpu=self.device != "cpu", require_gpu=self.device == "gpu",
+                intra_op_threads=self.threads, spinning=False)
+        except Exception as e:  # onnxruntime's errors for bad models are plain RuntimeErrors/Fail
+            raise ModelLoadError(f"model '{self.name}' ({self.origin}): onnxruntime cannot load it: "
+                                 f"{str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
+        self._source = None
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        for arg, kind in [(a, "input") for a in ins] + [(a, "output") for a in outs]:
+            dt = ORT_TO_DATATYPE.get(arg.type)
+            if dt not in DTYPES:
+                raise ModelLoadError(f"model '{self.name}': {kind} '{arg.name}' has type {arg.type}, which dslc "
+                                     f"serve does not support")
+        self.inputs = [TensorSpec(a.name, ORT_TO_DATATYPE[a.type], _shape(a.shape)) for a in ins]
+        self.outputs = [TensorSpec(a.name, ORT_TO_DATATYPE[a.type], _shape(a.shape)) for a in outs]
+        self.input_index = {s.name: s for s in self.inputs}
+        self.output_index = {s.name: s for s in self.outputs}
+        self.datatypes = {s.name: s.datatype for s in self.outputs}
+        self.output_names = [s.name for s in self.outputs]
+
+        batchable, why = self._batchable(ins, outs)
+        mbs = self.requested_max_batch_size
+        if mbs > 0 and not batchable:
+            if self.repo_config is not None and "max_batch_size" in self.repo_config:
+                raise ModelLoadError(f"model '{self.name}': config.pbtxt sets max_batch_size {mbs} but {why}; "
+                                     f"set max_batch_size: 0")
+            self.notes.append(f"no batch dimension, so max_batch_size 0 (no batching): {why}")
+            mbs = 0
+        self.max_batch_size = mbs
+        if self.repo_config:
+            try:
+                triton.check_config_against_model(self.repo_config, self.name, self.inputs, self.outputs, mbs)
+            except triton.ConfigError as e:
+                raise ModelLoadError(str(e)) from None
+        self._warmup()
+        self.state = "ready"
+
+    @staticmethod
+    def _batchable(ins, outs) -> tuple[bool, str]:
+        symbols = set()
+        for a in ins:
+            if not a.shape:
+                return False, f"input '{a.name}' is a scalar"
+            d0 = a.shape[0]
+            if isinstance(d0, int):
+                return False, f"input '{a.name}' has a fixed first dimension {d0}"
+            symbols.add(d0)
+        named = {s for s in symbols if isinstance(s, str)}
+        if len(named) > 1:
+            return False, "the inputs' first dimensions are different symbols " + ", ".join(sorted(named))
+        for a in outs:
+            if not a.shape:
+                return False, f"output '{a.name}' is a scalar"
+            d0 = a.shape[0]
+            if isinstance(d0, int):
+                return False, f"output '{a.name}' has a fixed first dimension {d0}"
+            if isinstance(d0, str) and named and d0 not in named:
+                return False, f"output '{a.name}' has first dimension '{d0}', not the inputs' '{next(iter(named))}'"
+        return True, ""
+
+    def _warmup(self) -> None:
+        rows = [1] + ([self.max_batch_size] if self.merging else [])
+        t0 = time.perf_counter()
+        for n in rows:
+            feed = {}
+            for s in self.inputs:
+                shape = [d if d >= 0 else 1 for d in s.shape]
+                if self.max_batch_size > 0:
+                    shape[0] = n
+                feed[s.name] = np.zeros(shape, s.dtype)
+            try:
+                self.session.run(None, feed)
+            except Exception as e:
+                self.notes.append(f"warm-up with zeros of batch {n} failed ({str(e).strip().splitlines()[-1][:160]}); "
+                                  f"serving anyway")
+                break
+        self.warmup_ms = (time.perf_counter() - t0) * 1e3
+
+    # --------------------------------------------------------------------------------------------- execution
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, feed)
+
+    # ---------------------------------------------------------------------------------------------- metadata
+
+    def metadata(self, versions: list[str]) -> dict:
+        def t(s: TensorSpec):
+            return {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
+        return {"name": self.name, "versions": versions, "platform": triton.PLATFORM,
+                "inputs": [t(s) for s in self.inputs], "outputs": [t(s) for s in self.outputs]}
+
+    def config(self) -> dict:
+        cfg = triton.model_config(
+            self.name, self.inputs, self.outputs, self.max_batch_size,
+            queue_delay_us=int(round(self.queue_delay_ms * 1000)), dynamic_batching=self.dynamic_batching,
+            instances=self.instances, gpu=self.provider == "CUDAExecutionProvider")
+        cfg["backend"] = triton.BACKEND
+        if self.repo_config and self.repo_config.get("version_policy"):
+            cfg["version_policy"] = self.repo_config["version_policy"]
+        else:
+            cfg["version_policy"] = {"latest": {"num_versions": 1}}
+        cfg["model_transaction_policy"] = {"decoupled": False}
+        return cfg
+
+    def summary(self) -> str:
+        if self.max_batch_size == 0:
+            b = "no batching (max_batch_size 0)"
+        elif not self.merging:
+            b = f"max_batch_size {self.max_batch_size}, dynamic batching off"
+        else:
+            b = f"dynamic batching up to {self.max_batch_size}, queue delay {self.queue_delay_ms:g} ms"
+        return (f"model '{self.name}' v{self.version} ready on {self.provider}: {b}, "
+                f"{self.instances} instance(s); warm-up {self.warmup_ms:.1f} ms")

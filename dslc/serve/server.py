@@ -1,0 +1,224 @@
+"""`dslc serve`: gather the models, print one provider line, bind, and run the ASGI app under uvicorn.
+
+Shutdown: SIGTERM or SIGINT stops accepting connections, lets every request already accepted finish (batches
+in the queue included), then exits 0.  A second SIGINT forces the exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from dslc.serve.app import ServeApp, log
+from dslc.serve.model import ModelLoadError, ServedModel, load_model_source
+
+DEFAULT_MAX_BATCH = 32
+DEFAULT_QUEUE_DELAY_MS = 0.0
+DEFAULT_MAX_BODY = 64 << 20
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b?)\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """'67108864', '64MiB', '64M', '512k' -> bytes (K/M/G are powers of 1024)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 64MiB, 1048576)")
+    n = float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    return int(n)
+
+
+class UsageError(Exception):
+    pass
+
+
+def _settings_from_config(cfg: dict, args) -> dict:
+    """Batching/instances for a repository model: config.pbtxt wins, the command line fills what it omits."""
+    if not cfg:
+        return {}
+    out = {}
+    if "max_batch_size" in cfg:
+        out["max_batch_size"] = int(cfg["max_batch_size"] or 0)
+    if "max_batch_size" in cfg or "dynamic_batching" in cfg:
+        db = cfg.get("dynamic_batching")
+        out["dynamic_batching"] = db is not None
+        if db is not None:
+            out["queue_delay_ms"] = int((db or {}).get("max_queue_delay_microseconds") or 0) / 1000.0
+    groups = cfg.get("instance_group") or []
+    if groups:
+        out["instances"] = sum(int(g.get("count", 1) or 1) for g in groups)
+        kinds = {g.get("kind", "KIND_AUTO") for g in groups}
+        if kinds == {"KIND_GPU"}:
+            out["device"] = "gpu"
+        elif kinds == {"KIND_CPU"}:
+            out["device"] = "cpu"
+    return out
+
+
+def gather_models(args) -> list[ServedModel]:
+    from dslc.serve import triton
+    common = dict(max_batch_size=args.max_batch_size, queue_delay_ms=args.max_queue_delay_ms,
+                  instances=args.instances, device=args.device, threads=args.threads)
+    models: list[ServedModel] = []
+    seen: dict[str, str] = {}
+    for p in args.models:
+        path = Path(p)
+        if not path.is_file():
+            raise UsageError(f"no such model file: {p}")
+        if path.suffix not in (".onnx", ".net"):
+            raise UsageError(f"{p}: expected an .onnx model (or a .net file with --weights)")
+        name = path.stem
+        if name in seen:
+            raise UsageError(f"two models named '{name}': {seen[name]} and {p}; rename one")
+        seen[name] = p
+        source = load_model_source(path, args.weights)
+        models.append(ServedModel(name, "1", source, origin=str(path), **common))
+    if args.repository:
+        try:
+            entries = triton.scan_repository(args.repository)
+        except triton.ConfigError as e:
+            raise ModelLoadError(str(e)) from None
+        for e in entries:
+            if e["name"] in seen:
+                raise UsageError(f"two models named '{e['name']}': {seen[e['name']]} and the repository's")
+            seen[e["name"]] = str(Path(args.repository) / e["name"])
+            settings = {**common, **_settings_from_config(e["config"], args)}
+            for version, mpath in e["versions"]:
+                models.append(ServedModel(e["name"], str(version), load_model_source(mpath), origin=str(mpath),
+                                          repo_config=e["config"] or None, **settings))
+    return models
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(infos[0][4])
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server_class():
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn.Server that marks the app as stopping on the first signal and exits with a status instead
+        of re-raising the signal after its graceful shutdown."""
+
+        app_ref: ServeApp | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            original = {s: signal.signal(s, self.handle_exit) for s in sigs}
+            try:
+                yield
+            finally:
+                for s, h in original.items():
+                    signal.signal(s, h)
+
+        def handle_exit(self, sig, frame):
+            app = self.app_ref
+            if app is not None and not app.stopping:
+                app.stopping = True
+                try:
+                    name = signal.Signals(sig).name
+                except ValueError:  # pragma: no cover
+                    name = str(sig)
+                log(f"{name}: no new connections; finishing {app.accepted - app.answered} request(s) in flight")
+            super().handle_exit(sig, frame)
+
+    return _Server
+
+
+def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | None, max_body_size: int,
+          banner: str = "") -> int:
+    import uvicorn
+    from dslc.serve.metrics import Metrics
+
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        log(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
+        return 1
+    bound = sock.getsockname()
+    shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    listen_line = f"listening on http://{shown_host}:{bound[1]} (Open Inference Protocol v2; metrics at /metrics)"
+    server_box: list = []
+
+    def fatal():
+        if server_box:
+            server_box[0].should_exit = True
+
+    if banner:
+        log(banner)
+    app = ServeApp(models, metrics=Metrics(), api_key=api_key, max_body_size=max_body_size, on_fatal=fatal,
+                   banner=listen_line)
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    # The event loop thread and the execution threads share the GIL; with CPython's default 5 ms switch interval a
+    # busy event loop makes an execution thread wait up to 5 ms to take its finished batch back (a convoy).
+    sys.setswitchinterval(float(os.environ.get("DSLC_SERVE_SWITCH_INTERVAL", "0.0005")))
+    config = uvicorn.Config(app, loop=loop, http=http, lifespan="on", log_level="warning", access_log=False,
+                            server_header=False, date_header=False, timeout_keep_alive=30,
+                            timeout_graceful_shutdown=None)
+    server = _server_class()(config)
+    server.app_ref = app
+    server_box.append(server)
+    server.run(sockets=[sock])
+    return app.exit_code
+
+
+def main(args) -> int:
+    from dslc.runtime.session import describe, probe_providers
+    if not args.models and not args.repository:
+        print("dslc serve: give model files (MODEL.onnx ...) or --repository DIR", file=sys.stderr)
+        return 2
+    try:
+        max_body = parse_size(args.max_body_size)
+    except ValueError as e:
+        print(f"dslc serve: --max-body-size: {e}", file=sys.stderr)
+        return 2
+    for flag, val in (("--max-batch-size", args.max_batch_size), ("--max-queue-delay-ms", args.max_queue_delay_ms)):
+        if val < 0:
+            print(f"dslc serve: {flag} must be >= 0", file=sys.stderr)
+            return 2
+    if args.instances < 1:
+        print("dslc serve: --instances must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        models = gather_models(args)
+    except UsageError as e:
+        print(f"dslc serve: {e}", file=sys.stderr)
+        return 2
+    except ModelLoadError as e:
+        print(f"dslc serve: error: {e}", file=sys.stderr)
+        return 1
+    probe = probe_providers(args.device != "cpu")
+    if args.device == "gpu" and not probe.gpu:
+        print(f"dslc serve: error: --device gpu, but no usable GPU: {probe.reason}", file=sys.stderr)
+        return 1
+    api_key = args.api_key or os.environ.get("DSLC_API_KEY") or None
+    return serve(models, host=args.host, port=args.port, api_key=api_key, max_body_size=max_body,
+                 banner=describe(probe, threads=args.threads))

@@ -1,0 +1,172 @@
+"""The dynamic batcher in-process, with a fake model: deadline semantics, size cap, shape grouping, off switch."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dslc.serve.batcher import Batcher, ExecutionError
+from dslc.serve.model import Stats
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeModel:
+    """y = x + 1 row-wise; records the rows of every execution."""
+
+    def __init__(self, max_batch_size=8, delay_ms=0.0, instances=1, sleep=0.0):
+        self.name = "fake"
+        self.max_batch_size = max_batch_size
+        self.queue_delay_ms = delay_ms
+        self.dynamic_batching = True
+        self.instances = instances
+        self.output_names = ["y"]
+        self.stats = Stats()
+        self.calls: list[int] = []
+        self.sleep = sleep
+        self.lock = threading.Lock()
+
+    @property
+    def merging(self):
+        return self.max_batch_size > 1 and self.dynamic_batching
+
+    def run(self, feed):
+        x = feed["x"]
+        with self.lock:
+            self.calls.append(x.shape[0])
+        if self.sleep:
+            time.sleep(self.sleep)
+        if np.isnan(x).any():
+            raise RuntimeError("nan!")
+        return [x + 1]
+
+
+def _x(v, rows=1, width=3):
+    return {"x": np.full((rows, width), float(v), np.float32)}
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_deadline_counts_from_first_request_not_from_each_arrival():
+    m = FakeModel(max_batch_size=64, delay_ms=100)
+    started = []
+    run = m.run
+    m.run = lambda feed: (started.append(time.perf_counter()), run(feed))[1]
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        t0 = time.perf_counter()
+        futs = [b.submit(_x(0), 1)]
+        for v in range(1, 8):            # keep arriving every 30 ms: a restarting timeout would not fire before
+            await asyncio.sleep(0.03)    # the arrivals stop (~310 ms); the fixed deadline fires at ~100 ms
+            futs.append(b.submit(_x(v), 1))
+        res = await asyncio.gather(*futs)
+        b.close()
+        return res, t0
+
+    res, t0 = _run(main())
+    assert 0.095 <= started[0] - t0 < 0.25, started[0] - t0
+    assert m.calls[0] >= 2 and sum(m.calls) == 8
+    for v, r in enumerate(res):
+        np.testing.assert_array_equal(r["y"], _x(v)["x"] + 1)
+
+
+def test_full_batch_runs_before_deadline():
+    m = FakeModel(max_batch_size=4, delay_ms=5000)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(b.submit(_x(v), 1) for v in range(4)))
+        dt = time.perf_counter() - t0
+        b.close()
+        return res, dt
+
+    res, dt = _run(main())
+    assert m.calls == [4] and dt < 1.0
+    assert [float(r["y"][0, 0]) for r in res] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_rows_split_back_and_cap_respected():
+    m = FakeModel(max_batch_size=5, delay_ms=20)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        futs = [b.submit(_x(v, rows=r), r) for v, r in [(1, 2), (2, 2), (3, 2), (4, 1)]]
+        res = await asyncio.gather(*futs)
+        b.close()
+        return res
+
+    res = _run(main())
+    assert max(m.calls) <= 5 and sum(m.calls) == 7
+    for (v, r), out in zip([(1, 2), (2, 2), (3, 2), (4, 1)], res):
+        assert out["y"].shape == (r, 3)
+        assert np.all(out["y"] == v + 1)
+
+
+def test_different_non_batch_shapes_never_mixed():
+    m = FakeModel(max_batch_size=16, delay_ms=30)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        futs = [b.submit(_x(v, width=3 + v % 2), 1) for v in range(8)]
+        res = await asyncio.gather(*futs)
+        b.close()
+        return res
+
+    res = _run(main())
+    assert sorted(m.calls) == [4, 4]
+    for v, out in enumerate(res):
+        assert out["y"].shape == (1, 3 + v % 2) and np.all(out["y"] == v + 1)
+
+
+def test_batching_off_runs_each_request_alone():
+    m = FakeModel(max_batch_size=1, delay_ms=50)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        t0 = time.perf_counter()
+        await asyncio.gather(*(b.submit(_x(v), 1) for v in range(6)))
+        dt = time.perf_counter() - t0
+        b.close()
+        return dt
+
+    dt = _run(main())
+    assert m.calls == [1] * 6
+    assert dt < 0.045 * 6   # the queue delay does not apply when batching is off
+
+
+def test_busy_slot_accumulates_then_dispatches_without_delay():
+    m = FakeModel(max_batch_size=32, delay_ms=0, sleep=0.1)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        first = b.submit(_x(0), 1)          # runs at once, occupying the only slot for 100 ms
+        await asyncio.sleep(0.005)
+        rest = [b.submit(_x(v), 1) for v in range(1, 11)]
+        await asyncio.gather(first, *rest)
+        b.close()
+
+    _run(main())
+    assert m.calls == [1, 10]
+
+
+def test_execution_error_reaches_every_request_of_the_batch_and_batcher_survives():
+    m = FakeModel(max_batch_size=8, delay_ms=20)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        bad = [b.submit({"x": np.full((1, 3), np.nan, np.float32)}, 1), b.submit(_x(1), 1)]
+        res = await asyncio.gather(*bad, return_exceptions=True)
+        ok = await b.submit(_x(5), 1)
+        b.close()
+        return res, ok
+
+    res, ok = _run(main())
+    assert all(isinstance(r, ExecutionError) and "nan!" in str(r) for r in res)
+    assert np.all(ok["y"] == 6)
