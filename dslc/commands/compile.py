@@ -36,13 +36,12 @@ def run(args) -> int:
         return 2
     try:
         from dslc.lowering.compile import compile_graph, load_program
-        from dslc.lowering.save import save_model
         prog, g = load_program(src, args.network)
         if prog.diagnostics.items:
             print(prog.diagnostics.render_all(), file=sys.stderr)   # warnings
         model, info = compile_graph(g, weights=args.weights, batch=args.batch, opset=args.opset,
-                                    fold_bn=args.fold_bn, seed=args.seed)
-        files = save_model(model, out, data=info.data)
+                                    fold_bn=args.fold_bn, seed=args.seed, materialize=False, output=out)
+        files = info.files
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
                PermissionError: "permission denied"}[type(e)]

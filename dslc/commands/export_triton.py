@@ -45,8 +45,8 @@ def run(args) -> int:
     try:
         data = load_model_source(path, args.weights)
     except ModelLoadError as e:
-        print(f"dslc export-triton: error: {e}", file=sys.stderr)
-        return 1
+        print(str(e) if e.plain else f"dslc export-triton: error: {e}", file=sys.stderr)
+        return e.code
     # Read the tensors through onnxruntime (CPU): the same view the server and Triton's backend have.
     m = ServedModel(name, str(args.version), data, origin=str(path), max_batch_size=args.max_batch_size,
                     device="cpu", threads=1)

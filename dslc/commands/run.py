@@ -82,16 +82,24 @@ def run(args) -> int:
 
 
 def _load_model(args, path):
-    """The ModelProto / path for onnxruntime, or an exit code after printing why not."""
+    """The serialized model / path for onnxruntime, or an exit code after printing why not."""
     import sys
+    from pathlib import Path
     if path.suffix == ".onnx":
         return str(path)
     from dslc.lowering.errors import LoweringError, ProgramErrors, WeightsMismatch
     try:
         from dslc.lowering.compile import compile_graph, load_program
         _prog, g = load_program(path, args.network)
-        model, info = compile_graph(g, weights=args.weights, seed=args.seed)
-        return info.data if info.data is not None else model
+        model, info = compile_graph(g, weights=args.weights, seed=args.seed, materialize=False)
+        if info.data is None:   # past 2 GB: onnxruntime reads it from files
+            import tempfile
+
+            from dslc.lowering.save import save_model
+            path = Path(tempfile.mkdtemp(prefix="dslc-run-")) / "model.onnx"
+            save_model(model, path, arrays=info.arrays)
+            return str(path)
+        return info.data
     except UnicodeDecodeError:
         print(f"dslc: error: {path} is not a UTF-8 text file (give a .onnx model or a .net file)", file=sys.stderr)
         return 2

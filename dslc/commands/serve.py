@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instances", type=int, default=1, metavar="N",
                    help="executions of one model that may run at once (default 1)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="onnxruntime intra-op threads per model (default: the CPUs this process may use)")
+                   help="onnxruntime intra-op threads per model instance (default: the CPUs this process may "
+                        "use, less one for HTTP, divided among the instances)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="auto: CUDA when a GPU is usable, else CPU (default); gpu: fail without one")
     p.add_argument("--max-body-size", default="64MiB", metavar="SIZE",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -235,12 +235,22 @@ class Elaborator:
         return d
 
     def poison_targets(self, stmt, frame: Frame) -> None:
+        """After a failed statement, the names it would have bound (in any branch of an `if`) hold POISON."""
         if isinstance(stmt, A.Assign):
             for name in stmt.targets:
                 if name not in frame.env.vars:
                     frame.env.vars[name] = Binding(POISON, stmt.span, used=True)
+        elif isinstance(stmt, A.TargetDecl):
+            if stmt.name not in frame.env.vars:
+                frame.env.vars[stmt.name] = Binding(POISON, stmt.span, used=True)
         elif isinstance(stmt, A.Return):
             frame.returned = [(e, POISON) for e in stmt.values]
+        elif isinstance(stmt, A.If):
+            bodies = [body for _, body in stmt.branches] + ([stmt.orelse] if stmt.orelse else [])
+            for body in bodies:
+                for sub in body:
+                    if frame.returned is None or not isinstance(sub, A.Return):
+                        self.poison_targets(sub, frame)
 
     def run_stmt(self, stmt, frame: Frame) -> None:
         if isinstance(stmt, A.Assign):
@@ -342,7 +352,12 @@ class Elaborator:
         if registry.get(e.id) is not None or self.modules.find_block(frame.module, e.id) is not None:
             raise UserError(f"`{e.id}` is an op or block, not a value", e.span,
                             f"call it (`{e.id}(x, ...)`) or use it in a pipeline (`x |> {e.id}`)")
-        raise UserError(f"unknown name `{e.id}`", e.span, did_you_mean(e.id, frame.env.names()))
+        hint = did_you_mean(e.id, frame.env.names())
+        if hint is not None:  # the name meant is used here: no "never used" warning for it as well
+            meant = frame.env.lookup(hint.split("`")[1])
+            if meant is not None:
+                meant.used = True
+        raise UserError(f"unknown name `{e.id}`", e.span, hint)
 
     def eval_Attr(self, e: A.Attr, frame):
         obj = self.eval(e.obj, frame)
@@ -540,7 +555,7 @@ class Elaborator:
             return BUILTINS[c.func](self, c, args, kwargs)
         block = self.modules.find_block(frame.module, c.func)
         if block is not None:
-            return self.call_block(block, c, args, kwargs, frame, own_scope)
+            return self.call_block(block, c, args, kwargs, frame, own_scope, piped=piped is not None)
         if frame.train is not None and c.func in TRAIN_FUNCTIONS:  # before ops: `schedule = constant()`
             return frame.train.config_call(c, args, kwargs)
         op = registry.get(c.func)
@@ -552,6 +567,7 @@ class Elaborator:
         where = c.func_span or c.span
         bound = frame.env.lookup(c.func)
         if bound is not None:
+            bound.used = True
             raise UserError(f"`{c.func}` is {describe(bound.value)}, not an op or block", where,
                             "only ops and blocks can be called or used as a pipeline stage",
                             [(bound.span, f"`{c.func}` is defined here")] if bound.span else None)
@@ -661,7 +677,8 @@ class Elaborator:
         result = [Tensor(name, i, t, span) for i, t in enumerate(outs)]
         return result[0] if len(result) == 1 else tuple(result)
 
-    def call_block(self, block: A.BlockDef, c: A.Call, args, kwargs, frame: Frame, own_scope: bool):
+    def call_block(self, block: A.BlockDef, c: A.Call, args, kwargs, frame: Frame, own_scope: bool,
+                   piped: bool = False):
         if block.kind == "network":
             raise UserError(f"`{block.name}` is a network; networks cannot be called, blocks can", c.span)
         if block in self.call_stack or len(self.call_stack) >= self.MAX_DEPTH:
@@ -672,7 +689,8 @@ class Elaborator:
                             [(block.span, f"`{block.name}` is defined here")])
         if len(args) > len(block.params):
             raise UserError(f"block `{block.name}` takes {len(block.params)} argument"
-                            f"{'s' if len(block.params) != 1 else ''}, got {len(args)}", c.span,
+                            f"{'s' if len(block.params) != 1 else ''}, got {len(args)}"
+                            f"{' (the piped tensor is the first)' if piped else ''}", c.span,
                             block_signature(block), [(block.span, f"`{block.name}` is defined here")])
         env = Env()
         bound: dict[str, Any] = {p.name: v for p, v in zip(block.params, args)}
@@ -717,6 +735,8 @@ class Elaborator:
         values = [v for _, v in sub.returned]
         if any(v is POISON for v in values):
             return POISON
+        # seen from the caller, a tensor a block returns was made by this call (notes then point here)
+        values = [replace(v, span=c.span) if isinstance(v, Tensor) else v for v in values]
         return values[0] if len(values) == 1 else tuple(values)
 
     def check_block_tensor(self, block, p, value, c):
@@ -759,6 +779,8 @@ class Elaborator:
     def check_reachability(self, net: A.BlockDef) -> None:
         g = self.g
         inputs = set(g.graph["inputs"])
+        if not inputs:
+            return  # "has no tensor input" is reported already
         for name, (node, _idx) in g.graph["outputs"].items():
             if node in inputs:
                 continue

@@ -73,7 +73,7 @@ class ModuleSet:
             if parts[0] != "std" or len(parts) != 2:
                 raise UserError(f"unknown module `{imp.target}`", imp.span,
                                 f'standard modules are std.<name> ({", ".join("std." + m for m in std_modules())}); '
-                                f'import files by quoted relative path: import "{parts[-1]}.net"')
+                                f'import files by quoted relative path: import "{"/".join(parts)}.net"')
             p = std_dir() / f"{parts[1]}.net"
             if not p.exists():
                 from dslc.diagnostics import did_you_mean

@@ -240,11 +240,13 @@ def matching_closer(toks: list[Tok], opener: Tok) -> Tok | None:
 
 
 def _end_of_file(e: UnexpectedInput, file: str, text: str, toks: list[Tok]) -> Diagnostic:
-    lines = text.splitlines() or [""]
-    last = len(lines)
-    while last > 1 and not lines[last - 1].strip():
-        last -= 1
-    eof = Span(file, last, max(len(lines[last - 1]), 1))
+    if toks:
+        t = toks[-1]
+        end_line = t.line + t.text.count("\n")
+        end_col = (len(t.text) - t.text.rfind("\n")) if "\n" in t.text else t.col + len(t.text)
+        eof = Span(file, end_line, end_col)
+    else:
+        eof = Span(file, 1, 1)
     opened = open_brackets(toks, len(text) + 1)
     if opened:
         innermost = opened[-1]
@@ -293,11 +295,14 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
                           f"this `{inner.text}` is not closed"))
             hint = f"is a `{close}` missing?"
     if str(tok.value) in ("block", "network", "train", "import") and tok.column == 1 and "RBRACE" in exp:
-        brace = next((b for b in reversed(opened) if b.text == "{"), None)
-        msg = f"unexpected {token_text(tok)}: the declaration above is not finished"
-        notes = [(Span(file, brace.line, brace.col, brace.line, brace.col + 1), "this `{` is not closed")] \
-            if brace else notes
-        return Diagnostic("error", msg, span, "is a `}` missing?", notes)
+        braces = [b for b in opened if b.text == "{"]
+        if braces:
+            brace = likely_unclosed_brace(text, [t for t in toks if t.pos < tok.start_pos], braces[0])
+            return Diagnostic("error", f"unexpected {token_text(tok)}: the `{{` on line {brace.line} is not closed",
+                              span, f"add the missing `}}` before `{tok.value}`",
+                              [(Span(file, brace.line, brace.col, brace.line, brace.col + 1),
+                                "this `{` is not closed")])
+        return Diagnostic("error", f"unexpected {token_text(tok)}: the declaration above is not finished", span)
     if tok.type == "EQUAL" and exp & {"LBRACE", "COMP_OP", "QMARK", "RPAR"} and "EQUAL" not in exp:
         prev_name = prev is not None and prev.kind == "word"
         if "RPAR" in exp and prev_name and inner is not None and inner.text == "(" and not _in_call(toks, inner):
@@ -306,7 +311,7 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
             hint = "a keyword argument is written `name=value`, with a plain name on the left"
         else:
             hint = "to compare two values write `==`"
-    elif str(tok.value) in KEYWORDS and ("NAME" in exp or "a statement" in words):
+    elif str(tok.value) in KEYWORDS and (exp == {"NAME"} or ("a statement" in words and _next_text(toks, tok) == "=")):
         hint = f"`{tok.value}` is a keyword; it cannot be used as a name"
     elif exp <= {"EQUAL", "COMMA"} and prev is not None and prev.kind == "word" and not prev.first:
         hint = f"is an operator or `|>` missing before `{prev.text}`?"
@@ -322,6 +327,23 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
         hint = "a value is missing"
     if str(tok.value) in ("block", "network", "train") and exp == {"NAME"} and hint is None:
         hint = f"`{tok.value}` is a keyword of declarations; it cannot be used as a name here"
+    if "DTYPE" in exp and tok.type == "NAME":
+        if str(tok.value) in ("f32", "f64", "i64", "i32", "bool"):
+            return Diagnostic("error", f"the tensor type `{tok.value}` needs its shape in brackets", span,
+                              f"e.g. `{tok.value}[N, 784]`; a scalar is `{tok.value}[]`")
+        return Diagnostic("error", f"unknown tensor type `{tok.value}`", span,
+                          "tensor types are f32, f64, i64, i32 and bool, with a shape: `f32[N, 3, 224, 224]`")
+    if tok.type == "EQUAL" and prev is not None and prev.kind == "word" and prev.first:
+        k = toks.index(prev)
+        pp = toks[k - 1] if k > 0 else None
+        if pp is not None and pp.line < prev.line and pp.text in _CONTINUES:
+            what = "a value" if pp.text in ("=", "return") else "the rest of the expression"
+            return Diagnostic("error", f"expected {what} after `{pp.text}`",
+                              Span(file, pp.line, pp.col, pp.line, pp.col + len(pp.text)),
+                              f"the line ends here, so `{prev.text}` on the next line is read as {what} and "
+                              f"its `=` is unexpected")
+    if str(tok.value) in ("in", "as", "repeat", "import", "elif", "else") and "an expression" in words:
+        hint = f"`{tok.value}` is a keyword; it cannot be used as a name"
     if tok.type in ("RPAR", "RSQB", "RBRACE") and not _has_opener(toks, tok) and hint is None:
         hint = f"this `{tok.value}` has no matching `{CLOSERS[str(tok.value)]}`"
     if exp & _ITEM and not (exp & {"RBRACE", "RPAR", "NAME"}) and tok.type != "DOCSTRING":
@@ -337,8 +359,16 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
     return Diagnostic("error", msg, span, hint, notes)
 
 
+def _next_text(toks: list[Tok], tok: Token) -> str | None:
+    return next((t.text for t in toks if t.pos > tok.start_pos), None)
+
+
 def _has_opener(toks: list[Tok], tok: Token) -> bool:
     return any(o.text == CLOSERS[str(tok.value)] for o in open_brackets(toks, tok.start_pos))
+
+
+_CONTINUES = {"=", "return", ",", "|>", "+", "-", "*", "/", "//", "%", "@", "**", "and", "or", "not", "?", ":", "==",
+              "!=", "<", ">", "<=", ">=", "(", "["}
 
 
 def _prev_tok(toks: list[Tok], pos: int) -> Tok | None:
@@ -409,6 +439,10 @@ def recovery_region(e: UnexpectedInput, text: str, toks: list[Tok]) -> tuple[int
         return None
     err = e.token.start_pos
     kind, start = _context(e)
+    if kind == "stmt" and str(e.token.value) in _ITEM_WORDS and e.token.column == 1:
+        # a declaration begins inside a body: the one above is unfinished; drop it whole
+        item = [t for t in toks if t.pos < err and t.first and t.col == 1 and t.text in _ITEM_WORDS]
+        return (item[-1].pos, err) if item else None
     if start is None or start > err:
         start = err
     i0 = next((i for i, t in enumerate(toks) if t.pos >= start), None)
@@ -433,18 +467,22 @@ def recovery_region(e: UnexpectedInput, text: str, toks: list[Tok]) -> tuple[int
         return None
     # keep braces balanced: a `}` the region would swallow ends it; an opened `{` extends it past its `}`
     depth = 0
-    for t in toks:
+    closing = False  # past `end`, swallowing the rest of an opened `{ ... }` (and an `else { ... }` after it)
+    for i, t in enumerate(toks):
         if t.pos < start:
             continue
         if t.pos >= end:
-            if depth <= 0:
+            if depth <= 0 and not closing:
                 break
+            closing = True
             if t.text == "{":
                 depth += 1
             elif t.text == "}":
                 depth -= 1
                 if depth == 0:
                     end = t.pos + 1
+                    if i + 1 < len(toks) and toks[i + 1].text in ("else", "elif"):
+                        continue
                     break
             continue
         if t.text == "{":

@@ -1,10 +1,11 @@
-"""2-D convolution kernels (NCHW) on BLAS: im2col + one GEMM, col2im as slice-adds over kernel offsets.
+"""2-D convolution kernels (NCHW) on BLAS: im2col + GEMM, col2im as slice-adds over kernel offsets.
 
 Layout: the column matrix is (N*OH*OW, G*KH*KW*Cg) -- rows are output pixels, each row's columns ordered
-(group, kernel row, kernel col, channel-in-group) -- built from an NHWC copy of the padded input so that every
-kernel offset copies contiguous channel runs, and the GEMM operands are contiguous (or BLAS-strided) with no
-hidden copies. Depthwise convolutions (one input channel per group) skip im2col: a loop over kernel offsets of
-broadcast multiply-adds. Everything is written once per kernel offset, never per sample or per pixel.
+(group, kernel row, kernel col, channel-in-group) -- copied in one pass from a strided window view of the padded
+NHWC input (contiguous channel runs), so the GEMM operands are contiguous (or BLAS-strided) with no hidden
+copies. Large feature maps multiply per sample inside one np.matmul (see _PER_SAMPLE_MIN), small ones as one
+GEMM over all rows. Depthwise convolutions (one input channel per group) skip im2col: a loop over kernel offsets
+of broadcast multiply-adds. No Python loop ever runs per sample or per output pixel.
 
 conv_transpose2d is the input-gradient of conv2d (and its input-gradient is conv2d), so the same three kernels
 serve both ops:

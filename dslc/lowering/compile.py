@@ -40,18 +40,30 @@ def check_opset(opset: int) -> None:
 
 
 def compile_graph(g: nx.DiGraph, weights=None, batch: int | None = None, opset: int = DEFAULT_OPSET,
-                  fold_bn: bool = False, seed: int = 0, validate: bool = True, ort: bool = True
-                  ) -> tuple[onnx.ModelProto, LowerInfo]:
+                  fold_bn: bool = False, seed: int = 0, validate: bool = True, ort: bool = True,
+                  materialize: bool = True, output=None) -> tuple[onnx.ModelProto, LowerInfo]:
     """Lower one network graph; validates it (checker, strict shape inference vs dslc's shapes, onnxruntime)
-    unless `validate` is False. Raises LoweringError (a dslc bug), WeightsMismatch, ValueError (bad option)."""
+    unless `validate` is False. Raises LoweringError (a dslc bug), WeightsMismatch, ValueError (bad option).
+    materialize=False returns the model with its big weights dataless (values in info.arrays, the serialized
+    model in info.data): what `dslc compile` writes without ever copying the weights into protobuf objects.
+    `output`: write the model there (atomically; external data past 2 GB), the ONNX checker running on the
+    written file before it replaces `output`; info.files lists what was written."""
     check_opset(opset)
     if batch is not None:
         g = bind_batch(g, batch)
     w = resolve_weights(g, weights, seed)
-    model, info = lower_graph(g, w, opset=opset, fold_bn=fold_bn)
+    model, info = lower_graph(g, w, opset=opset, fold_bn=fold_bn, materialize=False)
     if validate:
         from dslc.lowering.validate import validate as _validate
-        _validate(model, info, ort=ort)
+        _validate(model, info, ort=ort, checker=output is None)
+    if output is not None:
+        from dslc.lowering.save import save_model
+        from dslc.lowering.validate import check_file
+        info.files = save_model(model, output, data=info.data, arrays=info.arrays,
+                                check=(lambda p: check_file(p, info)) if validate else None)
+    if materialize:
+        from dslc.lowering.serialize import materialize as _materialize
+        _materialize(model, info.arrays)
     return model, info
 
 

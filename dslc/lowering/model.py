@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from dslc import ir
 from dslc.lowering.context import ONNX_DTYPE, LowerCtx
 from dslc.lowering.errors import LoweringError
+from dslc.lowering.serialize import is_big
 from dslc.types import TensorType
 
 DEFAULT_OPSET = 21
@@ -35,6 +36,8 @@ class LowerInfo:
     origin: dict[str, str] = field(default_factory=dict)                          # ONNX node -> dslc node
     weight_bytes: int = 0
     data: bytes | None = None       # the serialized model, once validation made it (reused when saving)
+    arrays: dict = field(default_factory=dict)   # initializer name -> numpy array (the values, not copies)
+    files: list = field(default_factory=list)    # what compile_graph(output=...) wrote
 
     def node_info(self, dslc_node: str | None):
         if dslc_node is None or dslc_node not in self.g:
@@ -49,8 +52,9 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
-                fold_bn: bool = False) -> tuple[onnx.ModelProto, LowerInfo]:
-    """Lower the model part of `g` (role == "model") with the given weights (all of them present)."""
+                fold_bn: bool = False, materialize: bool = True) -> tuple[onnx.ModelProto, LowerInfo]:
+    """Lower the model part of `g` (role == "model") with the given weights (all of them present).
+    materialize=False leaves big float initializers dataless (values in info.arrays; see serialize.py)."""
     from dslc.lowering import passes
     from dslc.ops.registry import get
 
@@ -102,7 +106,8 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
         outputs.append(value_info(oname, g.nodes[n]["outputs"][idx]))
 
     keep = set(g.graph["outputs"])
-    nodes, inits = passes.optimize(ctx.nodes, ctx.initializers, keep, fold_bn=fold_bn)
+    types = {t: g.nodes[n]["outputs"][i] for (n, i), t in ctx.values.items()}
+    nodes, inits = passes.optimize(ctx.nodes, ctx.initializers, keep, fold_bn=fold_bn, types=types)
 
     # Trace every remaining value to the dslc node (and type) it stands for.
     live = {o for nd in nodes for o in nd.output} | set(g.graph["inputs"]) | keep
@@ -112,6 +117,7 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
     info.origin = dict(ctx.origin)
 
     info.weight_bytes = sum(int(a.nbytes) for a in inits.values())
+    info.arrays = inits
     # Built in place: make_graph / make_model would copy every initializer twice.
     model = onnx.ModelProto()
     model.ir_version = IR_VERSION
@@ -125,21 +131,22 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
     graph.input.extend(graph_inputs)
     graph.output.extend(outputs)
     for name, a in inits.items():
-        _fill_tensor(graph.initializer.add(), name, a)
+        a = np.asarray(a)
+        _fill_tensor(graph.initializer.add(), name, a, materialize or not is_big(a.dtype, a.size))
     _metadata(model, g)
     return model, info
 
 
-def _fill_tensor(t: onnx.TensorProto, name: str, a: np.ndarray) -> None:
-    """Fill the (already appended) TensorProto in place: one copy of the data, not three."""
-    a = np.asarray(a)
-    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big"):
+def _fill_tensor(t: onnx.TensorProto, name: str, a: np.ndarray, with_data: bool = True) -> None:
+    """Fill the (already appended) TensorProto in place; without data it stays dataless (serialize.py)."""
+    if with_data and (a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and sys.byteorder == "big")):
         t.CopyFrom(numpy_helper.from_array(a, name))
         return
     t.name = name
     t.data_type = helper.np_dtype_to_tensor_dtype(a.dtype)
     t.dims.extend(a.shape)
-    t.raw_data = a.tobytes()
+    if with_data:
+        t.raw_data = a.tobytes()
 
 
 def _rename(nodes, old: str, new: str) -> None:

@@ -19,11 +19,12 @@ RESHAPE_LIKE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 
 def optimize(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], keep: set[str],
-             fold_bn: bool = False) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+             fold_bn: bool = False, types: dict | None = None) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """`types`: tensor name -> dslc TensorType where known (lets reshapes with 0 entries collapse too)."""
     nodes = list(nodes)
     inits = dict(inits)
     nodes = _drop_identities(nodes, keep)
-    nodes = _collapse_reshapes(nodes, inits, keep)
+    nodes = _collapse_reshapes(nodes, inits, keep, types or {})
     if fold_bn:
         nodes = _fold_bn(nodes, inits, keep)
     nodes = _dce(nodes, keep)
@@ -58,7 +59,19 @@ def _drop_identities(nodes, keep):
     return out
 
 
-def _collapse_reshapes(nodes, inits, keep):
+def _zeros_survive(shape, p, types) -> bool:
+    """0 entries copy dims of the Reshape's input; after dropping the reshape-like `p` they copy dims of p's
+    input instead: fine where those are the same dims."""
+    zeros = [i for i, v in enumerate(shape.tolist()) if v == 0]
+    if not zeros:
+        return True
+    a, b = types.get(p.input[0]), types.get(p.output[0])
+    if a is None or b is None:
+        return False
+    return all(i < a.rank and i < b.rank and a.shape[i] == b.shape[i] for i in zeros)
+
+
+def _collapse_reshapes(nodes, inits, keep, types):
     changed = True
     while changed:
         changed = False
@@ -68,10 +81,10 @@ def _collapse_reshapes(nodes, inits, keep):
             if n.op_type != "Reshape" or len(n.input) < 2 or n.input[1] not in inits:
                 continue
             shape = inits[n.input[1]]
-            if np.any(shape == 0):
-                continue
             p = producer.get(n.input[0])
             if p is None or p.op_type not in RESHAPE_LIKE or p.output[0] in keep:
+                continue
+            if not _zeros_survive(shape, p, types):
                 continue
             if len(cons[p.output[0]]) != 1:
                 continue

@@ -1,5 +1,5 @@
-"""Writing a model: atomically, with the weights as external data when the model would pass protobuf's 2 GB
-limit (`model.onnx` + `model.onnx.data` beside it)."""
+"""Writing a model: atomically (temporary file, then rename), with the weights as external data when the model
+would pass protobuf's 2 GB limit (`model.onnx` + `model.onnx.data` beside it)."""
 from __future__ import annotations
 
 import os
@@ -12,12 +12,21 @@ from dslc.lowering.validate import EXTERNAL_DATA_THRESHOLD
 
 
 def save_model(model: onnx.ModelProto, path, threshold: int = EXTERNAL_DATA_THRESHOLD,
-               copy: bool = True, data: bytes | None = None) -> list[Path]:
+               copy: bool = True, data: bytes | None = None, arrays: dict | None = None,
+               check=None) -> list[Path]:
     """Write `model` to `path`; returns the files written. Weights go to `<name>.data` when they reach
-    `threshold` bytes. `copy` keeps the caller's ModelProto untouched (external data rewrites it); `data`:
-    the model already serialized (validation made it), written as is."""
+    `threshold` bytes. `data`: the model already serialized (validation made it), written as is; `arrays`:
+    the values of dataless initializers (compile_graph(materialize=False)). The caller's ModelProto is never
+    modified (`copy` is accepted for compatibility). `check(tmp_path)` runs on the written file before it
+    replaces `path` (validation of the file itself: nothing invalid ever appears at `path`)."""
+    from dslc.lowering.serialize import dataless, model_parts, write_external
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = arrays or {}
+    missing = [t.name for t in model.graph.initializer if dataless(t) and t.name not in arrays
+               and _tensor_bytes(t)]
+    if missing:
+        raise ValueError(f"initializer `{missing[0]}` has no data: pass the arrays it was lowered with")
     size = sum(_tensor_bytes(t) for t in model.graph.initializer)
     external = size >= threshold
     tmpdir = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
@@ -25,21 +34,18 @@ def save_model(model: onnx.ModelProto, path, threshold: int = EXTERNAL_DATA_THRE
         tmp = Path(tmpdir) / path.name
         written = [path]
         if external:
-            m = onnx.ModelProto()
-            if copy:
-                m.CopyFrom(model)
-            else:
-                m = model
             data_name = path.name + ".data"
-            onnx.save_model(m, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            write_external(model, arrays, tmp, Path(tmpdir) / data_name, min_bytes=1024 if threshold >= 1024 else 0)
+            if check is not None:
+                check(tmp)
             os.replace(Path(tmpdir) / data_name, path.parent / data_name)
             written.append(path.parent / data_name)
         else:
-            with open(tmp, "wb") as f:
-                f.write(data if data is not None else model.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
+            with open(tmp, "wb") as f:   # atomic by rename; like other compilers, no fsync
+                for part in ([data] if data is not None else model_parts(model, arrays)):
+                    f.write(part)
+            if check is not None:
+                check(tmp)
             stale = path.parent / (path.name + ".data")
             if stale.exists():
                 stale.unlink()
@@ -57,4 +63,7 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
     n = 1
     for d in t.dims:
         n *= d
-    return n * 4
+    try:
+        return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return n * 4

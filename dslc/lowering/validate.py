@@ -26,41 +26,56 @@ def needs_external_data(model: onnx.ModelProto, info: LowerInfo | None = None,
 
 
 def validate(model: onnx.ModelProto, info: LowerInfo, *, ort: bool = True,
-             threshold: int = EXTERNAL_DATA_THRESHOLD) -> onnx.ModelProto:
-    """Check `model`; returns the shape-inferred model. Raises LoweringError on any failure."""
+             threshold: int = EXTERNAL_DATA_THRESHOLD, checker: bool = True) -> onnx.ModelProto:
+    """Check `model`; returns the shape-inferred model. Raises LoweringError on any failure.
+    checker=False leaves the ONNX checker to the caller (`check_file` on the file it writes)."""
+    inferred = _infer(model, info)   # first: its value-by-value comparison names the first op at fault
+    if ort:
+        _session(model, info)
+    if not checker:
+        return inferred
     if needs_external_data(model, info, threshold):
         with tempfile.TemporaryDirectory(prefix="dslc-validate-") as d:
             path = os.path.join(d, "model.onnx")
-            from dslc.lowering.save import save_model
-            save_model(model, path, threshold=0, copy=True)
+            from dslc.lowering.serialize import write_external
+            write_external(model, info.arrays, path, os.path.join(d, "model.onnx.data"))
             _checker(path, info)
-            inferred = _infer(model, info)
-            if ort:
-                _session(path, info)
-            return inferred
-    data = info.data if info.data is not None else model.SerializeToString()
-    info.data = data
-    _checker(data, info)        # full check: includes ONNX's strict shape inference on the real model
-    inferred = _infer(model, info)
-    if ort:
-        _session(data, info)
+        return inferred
+    from dslc.lowering.serialize import model_bytes
+    if info.data is None:
+        info.data = model_bytes(model, info.arrays)
+    _checker(info.data, info)        # full check: includes ONNX's strict shape inference on the real model
     return inferred
 
 
+def check_file(path, info: LowerInfo) -> None:
+    """The ONNX checker (full check) on a written model file (external data beside it is found)."""
+    _checker(str(path), info)
+
+
 def _infer(model: onnx.ModelProto, info: LowerInfo) -> onnx.ModelProto:
-    """Strict shape inference with data propagation, compared value by value with dslc's types."""
+    """Strict shape inference with data propagation, compared value by value with dslc's types. A lenient
+    pass first: a lowering that makes a wrong shape is named by the comparison (in topological order), not
+    by the strict pass tripping over some consumer further down."""
+    data = _skeleton(model).SerializeToString()
     try:
-        inferred = onnx.shape_inference.infer_shapes(_skeleton(model).SerializeToString(), check_type=True,
-                                                     strict_mode=True, data_prop=True)
+        lenient = onnx.shape_inference.infer_shapes(data, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:
+        lenient = None
+    if lenient is not None:
+        compare_shapes(lenient, info)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(data, check_type=True, strict_mode=True, data_prop=True)
     except Exception as e:
         raise _blame(info, e, "shape inference") from None
     compare_shapes(inferred, info)
     return inferred
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+def _skeleton(model: onnx.ModelProto, output_shapes: bool = False) -> onnx.ModelProto:
     """The model with its float weights as typed graph inputs instead of initializers: shape inference gives
-    the same types for every value (weight values never decide a shape), without copying the weights."""
+    the same types for every value (weight values never decide a shape), without copying the weights.
+    Without `output_shapes` the graph outputs keep only their dtype (the inferred shapes are compared)."""
     m = onnx.ModelProto()
     m.ir_version = model.ir_version
     m.opset_import.extend(model.opset_import)
@@ -68,7 +83,11 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     g.name = model.graph.name
     g.node.extend(model.graph.node)
     g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
+    for o in model.graph.output:   # dtype only: the inferred shape is compared with dslc's, not merged
+        if output_shapes:
+            g.output.append(o)
+        else:
+            g.output.append(onnx.helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None))
     for t in model.graph.initializer:
         n = 1
         for d in t.dims:
@@ -87,14 +106,26 @@ def _checker(model_or_path, info: LowerInfo) -> None:
         raise _blame(info, e, "check") from None
 
 
-def _session(model_or_path, info: LowerInfo) -> None:
+def _session(model: onnx.ModelProto, info: LowerInfo) -> None:
+    """An onnxruntime session on the model, its weights handed over as the numpy arrays they are
+    (SessionOptions.add_initializer, zero-copy) instead of a second serialized copy of them."""
+    import numpy as np
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.add_session_config_entry("session.disable_prepacking", "1")   # validation only: no weight repacking
+    skeleton = _skeleton(model, output_shapes=True)
+    held = []
+    for vi in skeleton.graph.input[len(model.graph.input):]:
+        arr = info.arrays.get(vi.name)
+        if arr is None:  # a hand-made model: take the values from the proto
+            arr = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == vi.name))
+        v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+        held.append(v)
+        so.add_initializer(vi.name, v)
     try:
-        ort.InferenceSession(model_or_path, so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(skeleton.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise _blame(info, e, "session creation (onnxruntime)") from None
 

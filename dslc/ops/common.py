@@ -62,7 +62,20 @@ def require_rank(t: TensorType, ranks, what: str, operand: int = 0, layout: str 
     if t.rank not in ranks:
         want = " or ".join(str(r) for r in ranks) if len(ranks) <= 3 else f"{min(ranks)}..{max(ranks)}"
         lay = f" ({layout})" if layout else ""
-        raise ShapeError(f"{what} expects a rank-{want} input{lay}, got {shp(t)} (rank {t.rank})", operand=operand)
+        raise ShapeError(f"{what} expects a rank-{want} input{lay}, got {shp(t)} (rank {t.rank})",
+                         hint=_reshape_hint(t, max(ranks)), operand=operand)
+
+
+def _reshape_hint(t: TensorType, want: int) -> str | None:
+    """For a flat [N, K] input to an image op: the reshape that would give it a channel and square spatial dims."""
+    if t.rank != 2 or want != 4 or not is_known(t.shape[1]):
+        return None
+    k = t.shape[1]
+    for c in (1, 3):
+        side = int(round((k // c) ** 0.5))
+        if k % c == 0 and side * side * c == k:
+            return f"give the input its image layout first, e.g. `x |> reshape([0, {c}, {side}, {side}])`"
+    return "give the input its image layout first with reshape([0, C, H, W])"
 
 
 def require_known(d: Dim, what: str, t: TensorType, operand: int = 0) -> int:

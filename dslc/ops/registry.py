@@ -147,6 +147,12 @@ def _load_all():
 # vjp(ctx, gys, saved, xs, ws, attrs) -> (gxs, gws)
 #     gys: list of output gradients (None where an output gets no gradient); returns input gradients in slot
 #     order (None for non-differentiable inputs such as integer targets) and a dict of weight gradients.
+#     None also means "zero" (expand_batch's `like`) or "not wanted": ctx.needs_input_grad (per input slot,
+#     set by the executor; dslc.kernels.nn.wants(ctx, i)) lets a vjp skip input gradients nobody uses.
+#     Weight gradients are keyed like ws, trainable keys only (batchnorm: weight, bias -- not running stats).
+# Outputs and gradients may be views of inputs (reshape, transpose, slice, split, dropout/eval returns x
+# itself, param returns its weight array): callers never write into arrays they did not allocate.
+# Kernels keep the inputs' float dtype (float32 training, float64 gradient checks): see dslc/kernels/.
 # lower(ctx, node) -> None  (ONNX issue; see dslc/lowering)
 
 
@@ -173,7 +179,7 @@ def coerce_param(p: Param, value: Any) -> Any:
         return value
     if k == "choice":
         if value not in p.choices:
-            raise TypeError(f"`{p.name}` must be one of {', '.join(repr(c) for c in p.choices)}, got {_show(value)}")
+            raise TypeError(f"`{p.name}` must be one of {', '.join(_show(c) for c in p.choices)}, got {_show(value)}")
         return value
     if k in ("int2", "ints", "shape", "padding"):
         if k == "padding" and isinstance(value, str):

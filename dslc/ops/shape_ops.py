@@ -82,6 +82,13 @@ def _factors(dims):
     return n, syms
 
 
+def _count(dims) -> str:
+    """An element count for messages: symbolic factors, then the product of the known ones (N*8192)."""
+    n, syms = _factors(dims)
+    parts = sorted(syms.elements()) + ([str(n)] if n != 1 or not syms else [])
+    return "*".join(parts)
+
+
 def _reshape_prepare(ins, attrs):
     shape = tuple(attrs["shape"])
     if sum(1 for v in shape if v == -1) > 1:
@@ -110,9 +117,9 @@ def _reshape_infer(ins, attrs):
 
     def mismatch():
         shown = shp([d if d != -1 else -1 for d in out])
-        return ShapeError(f"cannot reshape {shp(x)} ({dims_product(x.shape)} elements) to {shown} "
-                          f"({dims_product(known_out) if -1 not in out else f'a multiple of {dims_product(known_out)}'}"
-                          f" elements)", hint="the element count must stay the same")
+        n_out_txt = _count(known_out) if -1 not in out else f"a multiple of {_count(known_out)}"
+        return ShapeError(f"cannot reshape {shp(x)} ({_count(x.shape)} elements) to {shown} ({n_out_txt} elements)",
+                          hint="the element count must stay the same")
 
     provable = not (s_out - s_in)  # every symbolic output dim also appears in the input
     if -1 in out:

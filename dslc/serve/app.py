@@ -107,6 +107,7 @@ class ServeApp:
             mm = self.metrics.for_model(m.name, m.version) if self.metrics else None
             m.mmetrics = mm
             m.batcher = Batcher(m, loop, mm)
+            m.state = "ready"
             for note in m.notes:
                 log(f"model '{m.name}': {note}")
             log(m.summary())

@@ -8,15 +8,18 @@ Scheduling (all on the event loop thread, driven by arrivals, timers and complet
   max_batch_size rows.  The batch runs as soon as it is full or the head's deadline has passed -- a fixed
   deadline from the first queued request, not a timeout that restarts with each arrival.  While all slots are
   busy, requests simply queue; the next free slot takes them at once if their deadline has passed.
-* Executions run in a thread pool (one thread per model instance); session.run releases the GIL.
+* Executions run on worker threads (one per model instance) fed by a queue; session.run releases the GIL.  A
+  bare thread + SimpleQueue + call_soon_threadsafe is the cheapest hand-off there is (a concurrent.futures pool
+  adds a Future, a lock and a callback per execution, measurable at concurrency 1).
 * max_batch_size <= 1 (or dynamic batching off) sends each request alone through the same slots.
 """
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -49,7 +52,11 @@ class Batcher:
         self.max_rows = model.max_batch_size if model.merging else 0
         self.delay = model.queue_delay_ms / 1000.0 if model.merging else 0.0
         self.slots = model.instances
-        self.pool = ThreadPoolExecutor(max_workers=model.instances, thread_name_prefix=f"dslc-{model.name}")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._worker, name=f"dslc-{model.name}-{i}", daemon=True)
+                         for i in range(model.instances)]
+        for t in self._threads:
+            t.start()
         self.pending: deque[_Pending] = deque()
         self._timer = None
         self._timer_at = None
@@ -85,8 +92,7 @@ class Batcher:
                     taken = {id(p) for p in batch}
                     self.pending = deque(p for p in self.pending if id(p) not in taken)
             self.slots -= 1
-            cf = self.pool.submit(self._execute, batch)
-            cf.add_done_callback(lambda f, b=batch: self.loop.call_soon_threadsafe(self._finish, f, b))
+            self._jobs.put(batch)
 
     def _collect(self, head: _Pending):
         batch, rows, contiguous, full = [], 0, True, False
@@ -119,8 +125,22 @@ class Batcher:
 
     # -------------------------------------------------------------------------------------------- execution
 
+    def _worker(self) -> None:
+        while True:
+            batch = self._jobs.get()
+            if batch is None:
+                return
+            try:
+                result, exc = self._execute(batch), None
+            except BaseException as e:  # noqa: BLE001 - handed to the requests' futures
+                result, exc = None, e
+            try:
+                self.loop.call_soon_threadsafe(self._finish, batch, result, exc)
+            except RuntimeError:  # pragma: no cover - the loop is gone (forced exit)
+                return
+
     def _execute(self, batch: list[_Pending]):
-        """Runs in a pool thread: concatenate, run, split.  Returns (per-request outputs, t_start, t_end)."""
+        """Runs on a worker thread: concatenate, run, split.  Returns (per-request outputs, t_start, t_end)."""
         model = self.model
         t0 = time.perf_counter()
         if len(batch) == 1:
@@ -150,16 +170,15 @@ class Batcher:
                 start = end
         return results, t0, time.perf_counter()
 
-    def _finish(self, cf, batch: list[_Pending]) -> None:
+    def _finish(self, batch: list[_Pending], result, exc) -> None:
         self.slots += 1
         self.executions += 1
-        exc = cf.exception()
         if exc is not None:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
         else:
-            results, t0, t1 = cf.result()
+            results, t0, t1 = result
             rows = sum(p.rows for p in batch)
             st = self.model.stats
             st.execution_count += 1
@@ -183,6 +202,10 @@ class Batcher:
         self._dispatch()
 
     def close(self) -> None:
+        """Stop the workers after the executions already handed to them."""
         if self._timer is not None:
             self._timer.cancel()
-        self.pool.shutdown(wait=True)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join()

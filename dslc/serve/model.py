@@ -11,32 +11,58 @@ from dslc.serve import triton
 
 
 class ModelLoadError(Exception):
-    pass
+    """A model that cannot be served; `code` is the exit status (1 program errors, 2 usage / files, 3 dslc bug)
+    and `plain` marks a message that is already fully rendered (compiler diagnostics)."""
+
+    def __init__(self, message: str, code: int = 1, plain: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.plain = plain
 
 
 def load_model_source(path, weights=None) -> bytes:
     """Serialized ONNX for a model file: a .onnx is read as is; a .net is compiled (with its weights) first.
 
     The .net path goes through dslc.lowering.compile.compile_file(path, weights=None, batch=None) ->
-    onnx.ModelProto, imported only here so serving .onnx files never depends on the compiler.  compile_file
-    reports the user's errors itself and raises SystemExit, which is left to propagate.
+    onnx.ModelProto (batch dim left symbolic), imported only here so serving .onnx files never depends on the
+    compiler.  Without weights the network gets dslc's seeded initial weights.
     """
     path = Path(path)
     if path.suffix == ".net":
         try:
             from dslc.lowering.compile import compile_file
+            from dslc.lowering.errors import LoweringError, ProgramErrors, WeightsMismatch
         except ImportError:
             raise ModelLoadError(f"{path}: serving a .net file needs the dslc compiler "
                                  f"(dslc.lowering.compile), which this build does not have; compile it to .onnx "
-                                 f"first") from None
-        model = compile_file(str(path), weights=weights, batch=None)
+                                 f"first", code=2) from None
+        try:
+            model = compile_file(str(path), weights=weights, batch=None)
+        except ProgramErrors as e:
+            raise ModelLoadError(e.program.diagnostics.render_all(), code=1, plain=True) from None
+        except UnicodeDecodeError:
+            raise ModelLoadError(f"{path} is not a UTF-8 text file", code=2) from None
+        except (WeightsMismatch, ValueError, OSError) as e:
+            raise ModelLoadError(f"{path}: {e}", code=2) from None
+        except LoweringError as e:
+            raise ModelLoadError(f"{e}\nThis is a bug in dslc, not in your program: please report it with the "
+                                 f".net file.", code=3) from None
         return model.SerializeToString()
     if weights is not None:
-        raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights")
+        raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights",
+                             code=2)
     try:
         return path.read_bytes()
     except OSError as e:
-        raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}", code=2) from None
+
+
+def default_threads(instances: int = 1) -> int:
+    """onnxruntime intra-op threads per model instance when serving: the cores less one, which is left to the
+    event loop that parses and answers HTTP, shared among the instances that may run at once.  (Threads also do
+    not spin while idle, for the same reason.)"""
+    from dslc.runtime.session import cpu_count
+    return max(1, (cpu_count() - 1) // max(1, instances))
 
 
 def _shape(dims) -> tuple[int, ...]:
@@ -93,7 +119,7 @@ class ServedModel:
         self.device = device
         self.threads = threads
         self.repo_config = repo_config
-        self.state = "loading"      # loading | ready | failed
+        self.state = "loading"      # loading | loaded | ready | failed
         self.error: str | None = None
         self.session = None
         self.provider = ""
@@ -108,6 +134,7 @@ class ServedModel:
         self.warmup_ms = 0.0
         self.stats = Stats()
         self.batcher = None
+        self.mmetrics = None
 
     @property
     def ready(self) -> bool:
@@ -122,10 +149,11 @@ class ServedModel:
 
     def load(self) -> None:
         from dslc.runtime.session import create_session
+        threads = self.threads or default_threads(self.instances)
         try:
             self.session, self.provider = create_session(
                 self._source, prefer_gpu=self.device != "cpu", require_gpu=self.device == "gpu",
-                intra_op_threads=self.threads, spinning=False)
+                intra_op_threads=threads, spinning=False)
         except Exception as e:  # onnxruntime's errors for bad models are plain RuntimeErrors/Fail
             raise ModelLoadError(f"model '{self.name}' ({self.origin}): onnxruntime cannot load it: "
                                  f"{str(e).strip().splitlines()[-1] if str(e).strip() else e}") from None
@@ -158,7 +186,7 @@ class ServedModel:
             except triton.ConfigError as e:
                 raise ModelLoadError(str(e)) from None
         self._warmup()
-        self.state = "ready"
+        self.state = "loaded"       # the server makes it "ready" once its batcher exists
 
     @staticmethod
     def _batchable(ins, outs) -> tuple[bool, str]:

@@ -174,7 +174,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
             raise _bad(f"inference input '{name}' data-type is '{dt}'{hint}, but model '{model.name}' "
                        f"expects '{spec.datatype}'")
         shape = inp.get("shape")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise _bad(f"input '{name}': 'shape' must be an array of non-negative integers")
         _check_shape(spec, shape, model)
         ip = inp.get("parameters") or {}

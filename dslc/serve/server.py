@@ -66,6 +66,9 @@ def gather_models(args) -> list[ServedModel]:
                   instances=args.instances, device=args.device, threads=args.threads)
     models: list[ServedModel] = []
     seen: dict[str, str] = {}
+    nets = [p for p in args.models if Path(p).suffix == ".net"]
+    if args.weights is not None and len(nets) != 1:
+        raise UsageError("--weights goes with exactly one .net model" + (f"; got {len(nets)}" if nets else ""))
     for p in args.models:
         path = Path(p)
         if not path.is_file():
@@ -76,7 +79,9 @@ def gather_models(args) -> list[ServedModel]:
         if name in seen:
             raise UsageError(f"two models named '{name}': {seen[name]} and {p}; rename one")
         seen[name] = p
-        source = load_model_source(path, args.weights)
+        if path.suffix == ".net" and args.weights is None:
+            log(f"{p}: no --weights given: serving the network with dslc's seeded initial weights")
+        source = load_model_source(path, args.weights if path.suffix == ".net" else None)
         models.append(ServedModel(name, "1", source, origin=str(path), **common))
     if args.repository:
         try:
@@ -181,7 +186,7 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
     # busy event loop makes an execution thread wait up to 5 ms to take its finished batch back (a convoy).
     sys.setswitchinterval(float(os.environ.get("DSLC_SERVE_SWITCH_INTERVAL", "0.0005")))
     config = uvicorn.Config(app, loop=loop, http=http, lifespan="on", log_level="warning", access_log=False,
-                            server_header=False, date_header=False, timeout_keep_alive=30,
+                            server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)
     server.app_ref = app
@@ -213,12 +218,16 @@ def main(args) -> int:
         print(f"dslc serve: {e}", file=sys.stderr)
         return 2
     except ModelLoadError as e:
-        print(f"dslc serve: error: {e}", file=sys.stderr)
-        return 1
+        print(str(e) if e.plain else f"dslc serve: error: {e}", file=sys.stderr)
+        return e.code
     probe = probe_providers(args.device != "cpu")
     if args.device == "gpu" and not probe.gpu:
         print(f"dslc serve: error: --device gpu, but no usable GPU: {probe.reason}", file=sys.stderr)
         return 1
     api_key = args.api_key or os.environ.get("DSLC_API_KEY") or None
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"dslc serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
+              f"address can run the models", file=sys.stderr)
+    from dslc.serve.model import default_threads
     return serve(models, host=args.host, port=args.port, api_key=api_key, max_body_size=max_body,
-                 banner=describe(probe, threads=args.threads))
+                 banner=describe(probe, threads=args.threads or default_threads(args.instances)))

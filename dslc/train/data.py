@@ -468,9 +468,16 @@ def fit_to_graph(ds: Dataset, g) -> Dataset:
                 _check_labels(a, c, n, src, g)
                 if float_target and loss_op == "cross_entropy" and tuple(t.shape[1:]) == (c,):
                     a = np.eye(c, dtype=np.float32)[a]    # class indices -> one-hot for a float target
+            if loss_op is not None and ds.task == "regression":
+                raise DataError(f"the data `{src}` is a regression set (real-valued targets), but target `{n}` "
+                                f"feeds the classification loss {loss_op}")
             y = _fit_array(a, t, "target", n, src)
             if c is not None and not float_target:
                 _check_labels(y, c, n, src, g)
+            elif loss_op is not None and y.size and (float(y.min()) < 0 or float(y.max()) > 1):
+                raise DataError(f"target `{n}` feeds {loss_op}, which needs "
+                                f"{'0/1 labels or probabilities' if loss_op == 'bce' else 'class probabilities'} "
+                                f"in [0, 1]; the data `{src}` gives values in [{float(y.min()):g}, {float(y.max()):g}]")
             ys.append(y)
         return Split(xs, ys)
 

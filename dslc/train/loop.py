@@ -231,7 +231,7 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
 
 
 def _fingerprint(g, s: Settings, n_train: int) -> dict:
-    return {"network": g.graph.get("name"), "batch_size": s.batch_size, "seed": s.seed, "epochs": s.epochs,
+    return {"network": g.graph.get("name"), "batch_size": s.batch_size, "seed": s.seed,
             "optimizer": s.optimizer.get("name"), "n_train": n_train, "shuffle": s.shuffle}
 
 
@@ -246,7 +246,8 @@ def append_metrics(path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def write_plot(path, history: list[dict], metric_label: str | None, title: str = "") -> None:
+def write_plot(path, history: list[dict], metric_label: str | None, title: str = "",
+               val_name: str = "validation") -> None:
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -265,7 +266,7 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
         if any(r.get("val_loss") is not None for r in epochs):
             ax.plot([r["epoch"] for r in epochs if r.get("val_loss") is not None],
                     [r["val_loss"] for r in epochs if r.get("val_loss") is not None], "s-", color="tab:orange",
-                    label="validation")
+                    label=val_name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     if all(r["loss"] > 0 for r in steps + epochs) and (steps or epochs):
@@ -282,13 +283,13 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
             if tr:
                 ax.plot(*zip(*tr), "o-", color="tab:blue", label="train")
             if va:
-                ax.plot(*zip(*va), "s-", color="tab:orange", label="validation")
+                ax.plot(*zip(*va), "s-", color="tab:orange", label=val_name)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric_label)
+        ax.set_ylabel({"acc": "accuracy"}.get(metric_label, metric_label))
         ax.grid(alpha=0.3)
         if epochs:
             ax.legend()
-        ax.set_title(f"{title} {metric_label}".strip())
+        ax.set_title(f"{title} {({'acc': 'accuracy'}).get(metric_label, metric_label)}".strip())
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -508,7 +509,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             sums = {"loss": 0.0, "m": 0.0, "mc": 0, "n": 0, "time": 0.0}
             if artefacts:
                 checkpoint()
-                write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "")
+                write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
 
     test = None
     if interrupted:

@@ -92,6 +92,8 @@ def layout(d: Display, sweeps: int = 8) -> Layout:
         if g.in_degree(n) == 0 and d.nodes[n].kind != "input" and g.out_degree(n):
             layer[n] = max(min(layer[s] for s in g.successors(n)) - 1, 0)
 
+    _separate_blocks(d, g, layer)
+
     # 2. dummies for long edges
     chains: list[tuple[str, str, str, list[str]]] = []
     lg = nx.DiGraph()
@@ -232,6 +234,46 @@ def layout(d: Display, sweeps: int = 8) -> Layout:
     out.width = max(xe, default=0) + dx + 24
     out.height = height
     return out
+
+
+def _unit(path: tuple, nid: str, k: int):
+    """What a node counts as at nesting level k: its block there, or itself when it is not that deep."""
+    return ("group",) + path[:k + 1] if len(path) > k else ("node", nid)
+
+
+def _separate_blocks(d: Display, g: nx.DiGraph, layer: dict) -> None:
+    """A block that consumes what a sibling block (or a sibling top-level layer) makes starts below all of
+    it: boxes of consecutive blocks never share a layer. Pushes the consumer (and all it feeds) down."""
+    for _ in range(4 * len(layer) + 4):
+        moved = False
+        for u, v in g.edges:
+            pu, pv = d.nodes[u].group, d.nodes[v].group
+            k = 0
+            while k < len(pu) and k < len(pv) and pu[k] == pv[k]:
+                k += 1
+            a_unit, b_unit = _unit(pu, u, k), _unit(pv, v, k)
+            if a_unit == b_unit or (a_unit[0] == "node" and b_unit[0] == "node"):
+                continue
+            a_nodes = [n for n in d.nodes if _unit(d.nodes[n].group, n, k) == a_unit
+                       and d.nodes[n].group[:k] == pu[:k]]
+            b_nodes = [n for n in d.nodes if _unit(d.nodes[n].group, n, k) == b_unit
+                       and d.nodes[n].group[:k] == pv[:k]]
+            last_a = max(layer[n] for n in a_nodes)
+            first_b = min(layer[n] for n in b_nodes)
+            if first_b > last_a:
+                continue
+            if any(n in nx.descendants(g, m) for m in b_nodes for n in a_nodes):
+                continue  # the two depend on each other both ways: nothing to gain
+            shift = last_a - first_b + 1
+            todo = set(b_nodes)
+            for m in b_nodes:
+                todo |= nx.descendants(g, m)
+            for n in todo:
+                layer[n] += shift
+            moved = True
+            break
+        if not moved:
+            return
 
 
 def _straighten_lanes(chains, rows, x, size) -> None:

@@ -29,7 +29,7 @@ def render_svg(d: Display, lay: Layout) -> str:
            f'viewBox="0 0 {w:.0f} {h:.0f}" font-family="{FONT}">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#475569"/></marker></defs>',
-           f'<rect width="100%" height="100%" fill="#ffffff"/>',
+           '<rect width="100%" height="100%" fill="#ffffff"/>',
            f'<text x="24" y="26" font-size="16" font-weight="bold" fill="#0f172a">network {_a(d.name)}</text>',
            f'<text x="24" y="44" font-size="11" fill="#475569">{_a(d.caption)}</text>']
     for gb in lay.groups:
@@ -38,8 +38,9 @@ def render_svg(d: Display, lay: Layout) -> str:
                    f'height="{gb.y1 - gb.y0:.1f}" rx="8" fill="{fill}" stroke="#94a3b8" stroke-width="1" '
                    f'stroke-dasharray="5,3"><title>{_a(".".join(gb.path))}</title></rect>')
     for u, v, t, pts in lay.edges:
+        tip = f"{_a(u)} → {_a(v.removeprefix('output:'))}: {_a(t)}"
         out.append(f'<path d="{_curve(pts)}" fill="none" stroke="#475569" stroke-width="1.3" '
-                   f'marker-end="url(#arrow)"><title>{_a(u)} → {_a(v.removeprefix("output:"))}: {_a(t)}</title></path>')
+                   f'marker-end="url(#arrow)"><title>{tip}</title></path>')
     for gb in lay.groups:  # labels above the edges, with a halo
         fill = GROUP_FILL[(len(gb.path) - 1) % len(GROUP_FILL)]
         out.append(f'<text x="{gb.x0 + 8:.1f}" y="{gb.y0 + 13:.1f}" font-size="11" font-weight="bold" '
@@ -79,13 +80,13 @@ def _curve(pts) -> str:
 
 
 def _q(s) -> str:
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def render_dot(d: Display) -> str:
     """Graphviz dot with one cluster per block (nested), for `dot -Tsvg` users."""
     lines = [f"digraph {_q(d.name)} {{", "  rankdir=TB;", f"  label={_q(d.caption)}; labelloc=t; fontsize=11;",
-             f'  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11];',
              '  edge [color="#475569", arrowsize=0.7];']
     tree: dict = {}
     for nid, n in d.nodes.items():

@@ -30,11 +30,11 @@ def _ids(cases):
 
 
 IDS = list(_ids(CASES))
-SYM_SIZES = {"N": 2}     # batch-like symbols; every other symbol (T, H, W, ...) becomes 3
+SYM_SIZES = {"N": 2}      # batch-like symbols; every other symbol (T, H, W, ...) becomes 3
 SYM_DEFAULT = 3
 FD_STEP = 1e-5
 FD_RTOL = 1e-5
-FD_MAX_ELEMS = 2048        # per tensor: all elements of small tensors, else a random subset + one random direction
+FD_MAX_ELEMS = 2048      # per tensor: all elements of small tensors, else a random subset + one random direction
 TRAINING_OPS = {"batchnorm", "dropout"}  # checked in training mode (and eval mode below)
 
 
@@ -74,6 +74,8 @@ def make_inputs(op, case, dtype, rng, env):
             x = rng.standard_normal(shape)
             if op.name in ("relu", "leaky_relu"):  # keep away from the kink
                 x += np.where(x >= 0, 0.05, -0.05)
+            if op.name == "div" and i == 1:  # keep denominators away from 0
+                x += np.where(x >= 0, 0.5, -0.5)
         xs.append(x.astype(dtype))
     return xs
 
@@ -173,12 +175,18 @@ def check_float32(op, case, training=True):
     env: dict = {}
     xs = make_inputs(op, case, np.float32, rng, env)
     ws = make_weights(wspecs, np.float32, rng)
+    xs0, ws0 = [x.copy() for x in xs], {k: v.copy() for k, v in ws.items()}
     ys, saved, ctx = run_forward(op, xs, ws, attrs, training)
     for y, t in zip(ys, outs):
         assert y.dtype == np.dtype(NUMPY_DTYPE[t.dtype]), (op.name, y.dtype, t.dtype)
         assert y.shape == concrete(t.shape, env)
-    gys = [np.ones(y.shape, np.float32) if y.dtype.kind == "f" else None for y in ys]
+    gys = [rng.standard_normal(y.shape).astype(np.float32) if y.dtype.kind == "f" else None for y in ys]
+    gys0 = [None if g is None else g.copy() for g in gys]
     gxs, gws = op.vjp(ctx, gys, saved, xs, ws, attrs)
+    # nothing writes into its inputs: values, weights and gradients are shared (views) by the executor
+    for a, b in zip(xs + [g for g in gys if g is not None] + [ws[k] for k in sorted(ws)],
+                    xs0 + [g for g in gys0 if g is not None] + [ws0[k] for k in sorted(ws0)]):
+        np.testing.assert_array_equal(a, b, err_msg=f"{op.name} modified an input, upstream gradient or weight")
     for i, (x, g) in enumerate(zip(xs, gxs)):
         if g is not None:
             assert g.dtype == np.float32, (op.name, "input", i, g.dtype)
@@ -511,3 +519,15 @@ def test_gradients_large_feature_maps(name, shape, attrs):
     case = Case((TensorType(shape),), attrs)
     check_op(get(name), case)
     check_float32(get(name), case)
+
+
+def test_pool_symbolic_same_pads_at_run_time():
+    rng = np.random.default_rng(0)
+    for name, kind in (("maxpool", "max"), ("avgpool", "avg")):
+        op = get(name)
+        attrs = resolve_attrs(op, [TensorType(("N", 2, "H", "W"), "f64")], dict(kernel=3, stride=2, padding="same"))
+        assert attrs["pads"] is None
+        x = rng.standard_normal((2, 2, 7, 6))
+        y, _, _ = run_forward(op, [x], {}, attrs, False)
+        assert y[0].shape == (2, 2, 4, 3)
+        np.testing.assert_allclose(y[0], naive_pool(x, (3, 3), (2, 2), (1, 0, 1, 1), False, kind), atol=1e-12)

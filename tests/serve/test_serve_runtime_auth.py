@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import REPO, ServerProcess, serve_models
+from serve_helpers import REPO, ServerProcess, serve_models
 from dslc.runtime import session as rt
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import lenet_input, two_io_inputs
+from serve_helpers import lenet_input, two_io_inputs
 
 httpclient = pytest.importorskip("tritonclient.http")
 pytestmark = pytest.mark.timeout(60)

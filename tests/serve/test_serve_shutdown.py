@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ServerProcess
+from serve_helpers import ServerProcess
 
 aiohttp = pytest.importorskip("aiohttp")
 
@@ -44,7 +44,7 @@ async def _client(url, c, ok, bad, stop_at):
 
 @pytest.mark.timeout(90)
 def test_sigterm_during_load_answers_every_accepted_request(model_dir, ref):
-    srv = ServerProcess([str(model_dir / "lenet.onnx"), "--max-queue-delay-ms", "20", "--max-batch-size", "64"])
+    srv = ServerProcess([str(model_dir / "lenet.onnx"), "--max-queue-delay-ms", "200", "--max-batch-size", "64"])
     srv.wait_ready()
     ok, bad = [], []
     rc = None
@@ -53,8 +53,14 @@ def test_sigterm_during_load_answers_every_accepted_request(model_dir, ref):
         nonlocal rc
         stop_at = time.monotonic() + 20
         tasks = [asyncio.create_task(_client(srv.url, c, ok, bad, stop_at)) for c in range(CLIENTS)]
-        while len(ok) < 200:
-            await asyncio.sleep(0.01)
+        # A long queue delay puts the clients in lockstep: a burst of answers, then ~200 ms with every client's
+        # next request waiting in the batching queue.  Signal inside such a wait, so requests are surely in flight.
+        while len(ok) < 3 * CLIENTS:
+            await asyncio.sleep(0.005)
+        seen = len(ok)
+        while len(ok) == seen:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.05)
         srv.proc.send_signal(signal.SIGTERM)
         sent_at = len(ok)
         await asyncio.wait_for(asyncio.gather(*tasks), 40)
@@ -77,7 +83,8 @@ def test_sigterm_during_load_answers_every_accepted_request(model_dir, ref):
     answered, accepted = int(m.group(1)), int(m.group(2))
     assert answered == accepted
     assert len(ok) == answered                 # every accepted request's answer reached its client
-    assert in_flight >= 1 and len(ok) > answered_before_signal   # some were in flight and still got answers
+    assert in_flight >= 1 and len(ok) > answered_before_signal, out   # some were in flight, still answered
+    print(f"\n{in_flight} in flight at SIGTERM; {answered} answered in all")
     for x, y in ok:
         np.testing.assert_array_equal(y, ref("lenet", {"x": x})["logits"])
 

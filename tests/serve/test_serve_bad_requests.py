@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import lenet_input, two_io_inputs
+from serve_helpers import lenet_input, two_io_inputs
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, lenet_input, serve_models
+from serve_helpers import ServerProcess, lenet_input, serve_models
 from dslc.cli import main
 from dslc.serve import triton
 

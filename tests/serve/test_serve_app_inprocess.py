@@ -1,0 +1,67 @@
+"""The ASGI app in-process (httpx.ASGITransport): not-ready answers (503), and a model that fails to load."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from dslc.serve.app import ServeApp
+from dslc.serve.metrics import Metrics
+from dslc.serve.model import ServedModel
+from serve_helpers import serve_models
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _client(app):
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dslc.test")
+
+
+def test_not_ready_is_503_until_loaded():
+    m = ServedModel("two_io", "1", serve_models.two_io().SerializeToString())
+    app = ServeApp([m], metrics=Metrics())
+
+    async def main():
+        async with _client(app) as c:   # no lifespan startup: the model stays "loading"
+            assert (await c.get("/v2/health/live")).status_code == 200
+            r = await c.get("/v2/health/ready")
+            assert r.status_code == 503 and "two_io v1" in r.json()["error"]
+            r = await c.get("/v2/models/two_io/ready")
+            assert r.status_code == 503 and r.json()["ready"] is False
+            r = await c.post("/v2/models/two_io/infer", json={"inputs": []})
+            assert r.status_code == 503 and "not ready yet (loading)" in r.json()["error"]
+            r = await c.get("/v2/models/two_io")
+            assert r.status_code == 503
+            assert (await c.get("/v2/models/other")).status_code == 404
+
+            await app._load_all()        # what lifespan startup runs
+            assert (await c.get("/v2/health/ready")).status_code == 200
+            r = await c.post("/v2/models/two_io/infer", json={"inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+                {"name": "idx", "datatype": "INT64", "shape": [1, 3], "data": [1, 1, 1]}]})
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][1]["data"] == [9]
+            app.stopping = True          # what the first SIGTERM sets
+            r = await c.get("/v2/health/ready")
+            assert r.status_code == 503 and "shutting down" in r.json()["error"]
+        m.batcher.close()
+
+    asyncio.run(main())
+
+
+def test_model_that_fails_to_load_is_reported_and_stops_the_server():
+    good = ServedModel("two_io", "1", serve_models.two_io().SerializeToString())
+    bad = ServedModel("broken", "1", b"this is not onnx")
+    fatal = []
+    app = ServeApp([bad, good], metrics=Metrics(), on_fatal=lambda: fatal.append(True))
+
+    async def main():
+        await app._load_all()
+        async with _client(app) as c:
+            r = await c.get("/v2/models/broken/ready")
+            assert r.status_code == 503 and "failed to load" in r.json()["error"]
+
+    asyncio.run(main())
+    assert fatal and app.exit_code == 1
+    assert bad.state == "failed" and "onnxruntime cannot load it" in bad.error

@@ -1,0 +1,69 @@
+"""`dslc train` from the command line: artefacts, flag overrides, exit codes and clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from dslc.cli import main
+
+from train_helpers import ort_session
+
+NETWORKS = Path(__file__).resolve().parents[2] / "networks"
+
+
+def test_train_writes_model_log_plot_checkpoint(tmp_path, capsys):
+    out = tmp_path / "p.onnx"
+    code = main(["train", str(NETWORKS / "perceptron.net"), "-o", str(out), "--epochs", "3", "--lr", "0.5",
+                 "--data", "linear2d:n=100,seed=2"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "epoch 1/3" in text and "epoch 3/3" in text and "test_acc" in text and "samples/s" in text
+    assert "sgd lr 0.5" in text
+    recs = [json.loads(line) for line in (tmp_path / "p.metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in recs if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert all({"loss", "acc", "val_loss", "val_acc", "samples_per_s"} <= set(r) for r in epochs)
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    with np.load(tmp_path / "p.ckpt.npz", allow_pickle=False) as z:
+        assert "w/fc1.weight" in z.files or any(k.startswith("w/") for k in z.files)
+    model = onnx.load(str(out))
+    assert {i.name for i in model.graph.initializer}
+    x = np.array([[0.0, 1.0], [0.5, -1.0]], np.float32)
+    y = ort_session(model).run(None, {"x": x})[0]
+    assert y.shape == (2, 1) and y[0, 0] > 0 > y[1, 0]        # above / below the line x2 = 0.5 x1 + 0.1
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["nope.net"], 2, "no such file"),
+    ([str(NETWORKS / "perceptron.net"), "--data", "mnist:/nowhere"], 1, "not found"),
+    ([str(NETWORKS / "perceptron.net"), "--data", "sinxsiny"], 1, "regression set"),
+    ([str(NETWORKS / "perceptron.net"), "--data", "imagenet"], 1, "unknown data"),
+    ([str(NETWORKS / "perceptron.net"), "--epochs", "0"], 2, "--epochs must be a positive integer"),
+    ([str(NETWORKS / "perceptron.net"), "--lr", "-1"], 2, "--lr must be positive"),
+    ([str(NETWORKS / "resnet18.net")], 1, "no training data"),
+])
+def test_errors_are_clear(tmp_path, capsys, argv, code, message):
+    assert main(["train", *argv, "-o", str(tmp_path / "m.onnx")]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_data_shape_mismatch_before_training(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3), np.float32), y=np.zeros(10, np.int64))
+    code = main(["train", str(NETWORKS / "perceptron.net"), "--data", str(tmp_path / "d.npz"), "-o",
+                 str(tmp_path / "m.onnx")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "input `x` takes samples of shape [2]" in err and "[3]" in err
+
+
+def test_program_errors_exit_1(tmp_path, capsys):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network b(x: f32[N, 2]) { y = x |> linear(3) |> nonsense\n return y }\n")
+    assert main(["train", str(bad), "-o", str(tmp_path / "m.onnx")]) == 1
+    assert "error" in capsys.readouterr().err
