@@ -313,3 +313,23 @@ def test_direct_serialization_equals_protobuf(tmp_path):
         {t.name: onnx.numpy_helper.to_array(t).tolist() for t in full.graph.initializer}
     with pytest.raises(ValueError, match="no data"):
         save_model(model, tmp_path / "bad.onnx")
+
+
+def test_compile_to_file_checks_the_written_file_before_it_appears(tmp_path, monkeypatch):
+    import dslc.lowering.validate as V
+    g = _conv_bn_graph()
+    seen = []
+    real = V.check_file
+    monkeypatch.setattr(V, "check_file", lambda p, info: (seen.append(str(p)), real(p, info)))
+    out = tmp_path / "m.onnx"
+    model, info = compile_graph(g, output=out, materialize=False)
+    assert info.files == [out] and out.exists() and seen and seen[0] != str(out)
+    onnx.checker.check_model(str(out), full_check=True)
+
+    def refuse(p, info):
+        raise LoweringError("checker says no")
+    monkeypatch.setattr(V, "check_file", refuse)
+    out2 = tmp_path / "m2.onnx"
+    with pytest.raises(LoweringError):
+        compile_graph(g, output=out2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]   # nothing half-made left behind
