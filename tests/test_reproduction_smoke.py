@@ -1,5 +1,6 @@
 """The course-reproduction script runs end to end in its reduced form and writes its report and pictures."""
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -8,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_reproduce_quick(tmp_path):
     spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPRODUCTION.md").read_text()

@@ -182,9 +182,6 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
         http = "httptools"
     except ImportError:
         http = "h11"
-    # The event loop thread and the execution threads share the GIL; with CPython's default 5 ms switch interval a
-    # busy event loop makes an execution thread wait up to 5 ms to take its finished batch back (a convoy).
-    sys.setswitchinterval(float(os.environ.get("DSLC_SERVE_SWITCH_INTERVAL", "0.0005")))
     config = uvicorn.Config(app, loop=loop, http=http, lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)

@@ -9,6 +9,7 @@ through `state_dict()` / `load_state_dict()` as plain arrays and numbers (checkp
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,42 @@ class OptimizerError(ValueError):
     """Bad optimiser / schedule settings (unknown name, bad value); the message is meant for the user."""
 
 
+def _thread_budget() -> int:
+    """Threads the optimiser may use: 2 when 2+ cores are ours and no *_NUM_THREADS variable asks for 1."""
+    for var in ("DSLC_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit():
+            return max(1, min(int(v), 2))
+    try:
+        return min(len(os.sched_getaffinity(0)), 2)
+    except (AttributeError, OSError):
+        return min(os.cpu_count() or 1, 2)
+
+
+_POOL = None
+SPLIT_MIN = 1 << 16   # parameters with at least this many elements are updated by two threads, half each
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-optim")
+    return _POOL
+
+
 class Optimizer:
+    """Base: parameters (float32 arrays, updated in place), per-parameter state arrays, scratch buffers.
+
+    The update of one parameter is a fixed sequence of in-place numpy ufuncs over flat views (`_apply`); large
+    parameters are cut into two halves updated concurrently by a helper thread and the caller (numpy releases
+    the GIL inside its loops), which is bit-for-bit the same as one pass."""
     name = "optimizer"
     state_keys: tuple[str, ...] = ()
+    scratch = 1   # scratch buffers per parameter
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, params: dict[str, np.ndarray], lr: float = 1e-3, weight_decay: float = 0.0,
+                 threads: int | None = None):
         if not lr > 0:
             raise OptimizerError(f"the learning rate must be positive, got {lr}")
         if weight_decay < 0:
@@ -32,26 +64,53 @@ class Optimizer:
         for k, p in params.items():
             if p.dtype != F32:
                 raise OptimizerError(f"parameter `{k}` is {p.dtype}, expected float32")
+            if not p.flags.c_contiguous:
+                raise OptimizerError(f"parameter `{k}` is not a contiguous array")
         self.params = params
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state: dict[str, dict[str, np.ndarray]] = {
             k: {s: np.zeros_like(p) for s in self.state_keys} for k, p in params.items()}
-        self._tmp = {k: np.empty_like(p) for k, p in params.items()}
+        self.threads = _thread_budget() if threads is None else max(1, int(threads))
+        self._parts: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
+        for k, p in params.items():
+            arrays = {"p": p.reshape(-1), **{s: a.reshape(-1) for s, a in self.state[k].items()}}
+            for i in range(self.scratch):
+                arrays[f"tmp{i}"] = np.empty(p.size, F32)
+            n = p.size
+            cuts = [slice(0, n)] if self.threads < 2 or n < SPLIT_MIN else [slice(0, n // 2), slice(n // 2, n)]
+            self._parts[k] = [(sl, {a: v[sl] for a, v in arrays.items()}) for sl in cuts]
 
     def step(self, grads: dict[str, np.ndarray], lr: float | None = None) -> None:
         self.t += 1
         lr = self.lr if lr is None else float(lr)
-        for k, p in self.params.items():
+        self._prepare_step(lr)
+        later = []
+        futures = []
+        for k in self.params:
             g = grads.get(k)
             if g is None:
                 continue
-            if g.shape != p.shape:
-                g = g.reshape(p.shape)
-            self._update(k, p, g, lr)
+            g = g.reshape(-1)
+            parts = self._parts[k]
+            if len(parts) > 1:
+                sl, views = parts[0]
+                futures.append(_pool().submit(self._apply, views, g[sl], lr))
+                later.extend((views, g[sl]) for sl, views in parts[1:])
+            else:
+                later.append((parts[0][1], g))
+        try:
+            for views, g in later:
+                self._apply(views, g, lr)
+        finally:
+            for f in futures:
+                f.result()
 
-    def _update(self, k, p, g, lr):  # pragma: no cover - abstract
+    def _prepare_step(self, lr: float) -> None:
+        """Scalars shared by every parameter's update this step."""
+
+    def _apply(self, a: dict[str, np.ndarray], g: np.ndarray, lr: float) -> None:  # pragma: no cover
         raise NotImplementedError
 
     # checkpoints
@@ -75,24 +134,26 @@ class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + (g + wd * p); Nesterov uses g + momentum * v as the step."""
     name = "sgd"
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
+                 threads=None):
         if momentum < 0:
             raise OptimizerError(f"momentum must not be negative, got {momentum}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise OptimizerError("Nesterov momentum needs momentum > 0 and no dampening")
         self.state_keys = ("momentum",) if momentum else ()
-        super().__init__(params, lr, weight_decay)
+        self.scratch = 2 if nesterov else 1
+        super().__init__(params, lr, weight_decay, threads)
         self.momentum, self.nesterov, self.dampening = float(momentum), bool(nesterov), float(dampening)
-        self._tmp2 = {k: np.empty_like(p) for k, p in params.items()} if nesterov else {}
 
-    def _update(self, k, p, g, lr):
-        tmp = self._tmp[k]
+    def _apply(self, a, g, lr):
+        tmp = a["tmp0"]
+        p = a["p"]
         if self.weight_decay:
             np.multiply(p, self.weight_decay, out=tmp)
             tmp += g
             g = tmp
         if self.momentum:
-            buf = self.state[k]["momentum"]
+            buf = a["momentum"]
             if self.t == 1:
                 np.copyto(buf, g)
             else:
@@ -102,10 +163,10 @@ class SGD(Optimizer):
                 else:
                     buf += g
             if self.nesterov:  # step along g + momentum * buf
-                tmp2 = self._tmp2[k]
-                np.multiply(buf, self.momentum, out=tmp2)
-                tmp2 += g
-                g = tmp2
+                tmp1 = a["tmp1"]
+                np.multiply(buf, self.momentum, out=tmp1)
+                tmp1 += g
+                g = tmp1
             else:
                 g = buf
         np.multiply(g, lr, out=tmp)
@@ -124,7 +185,8 @@ class Adam(Optimizer):
     state_keys = ("m", "v")
     decoupled = False
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, betas=None):
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, betas=None,
+                 threads=None):
         if betas is not None:
             beta1, beta2 = betas
         for nm, b in (("beta1", beta1), ("beta2", beta2)):
@@ -132,28 +194,25 @@ class Adam(Optimizer):
                 raise OptimizerError(f"{nm} must be in [0, 1), got {b}")
         if not eps > 0:
             raise OptimizerError(f"eps must be positive, got {eps}")
-        super().__init__(params, lr, weight_decay)
+        self.scratch = 2 if weight_decay and not self.decoupled else 1
+        super().__init__(params, lr, weight_decay, threads)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self._tmp2 = {k: np.empty_like(p) for k, p in params.items()} if weight_decay and not self.decoupled \
-            else {}
 
-    def step(self, grads, lr=None):
-        t = self.t + 1
+    def _prepare_step(self, lr):
+        t = self.t
         bc1 = 1.0 - self.beta1 ** t
         bc2 = 1.0 - self.beta2 ** t
         s = math.sqrt((1.0 - self.beta2) / bc2)
         self._eps_s = self.eps / s
-        self._scale = (1.0 - self.beta1) / (bc1 * s)
-        super().step(grads, lr)
+        self._step_scale = lr * (1.0 - self.beta1) / (bc1 * s)
 
-    def _update(self, k, p, g, lr):
-        st = self.state[k]
-        m, v, tmp = st["m"], st["v"], self._tmp[k]
+    def _apply(self, a, g, lr):
+        p, m, v, tmp = a["p"], a["m"], a["v"], a["tmp0"]
         if self.weight_decay and not self.decoupled:
-            tmp2 = self._tmp2[k]
-            np.multiply(p, self.weight_decay, out=tmp2)
-            tmp2 += g
-            g = tmp2
+            tmp1 = a["tmp1"]
+            np.multiply(p, self.weight_decay, out=tmp1)
+            tmp1 += g
+            g = tmp1
         m *= self.beta1
         m += g
         v *= self.beta2
@@ -162,7 +221,7 @@ class Adam(Optimizer):
         np.sqrt(v, out=tmp)
         tmp += self._eps_s
         np.divide(m, tmp, out=tmp)
-        tmp *= lr * self._scale
+        tmp *= self._step_scale
         if self.weight_decay and self.decoupled:
             p *= 1.0 - lr * self.weight_decay
         p -= tmp
@@ -177,8 +236,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, betas=None):
-        super().__init__(params, lr, beta1, beta2, eps, weight_decay, betas)
+    def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, betas=None,
+                 threads=None):
+        super().__init__(params, lr, beta1, beta2, eps, weight_decay, betas, threads)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

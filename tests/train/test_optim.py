@@ -147,3 +147,20 @@ def test_clip_grad_norm():
     g2 = {"a": np.full((3,), 0.1, np.float32)}
     clip_grad_norm(g2, 1.0)
     assert np.allclose(g2["a"], 0.1)
+
+
+@pytest.mark.parametrize("cls,kw", [(Adam, {}), (AdamW, {}), (SGD, {"momentum": 0.9, "nesterov": True})])
+def test_two_threads_give_the_same_bits(cls, kw):
+    """Large parameters are updated half by a helper thread: the result is bit-identical to one thread."""
+    rng = np.random.default_rng(0)
+    base = {"big": rng.standard_normal((300, 301)).astype(np.float32), "small": np.ones(5, np.float32)}
+    a = {k: v.copy() for k, v in base.items()}
+    b = {k: v.copy() for k, v in base.items()}
+    oa, ob = cls(a, lr=0.01, threads=1, **kw), cls(b, lr=0.01, threads=2, **kw)
+    assert len(ob._parts["big"]) == 2 and len(oa._parts["big"]) == 1
+    for i in range(3):
+        g = {"big": rng.standard_normal((300, 301)).astype(np.float32), "small": np.full(5, 0.1, np.float32)}
+        oa.step(g)
+        ob.step(g)
+    for k in a:
+        assert np.array_equal(a[k], b[k])
