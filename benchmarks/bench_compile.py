@@ -10,7 +10,10 @@ Measures, side by side:
     plain torch (torchvision's layout: torchvision itself is not needed), eval mode, dynamic batch, to a file.
     Torch's model construction is not counted; dslc's weight initialisation is.
   * ONNX node counts.
-  * onnxruntime CPU latency of each exported model at batch 1 and 32 (same session options, median).
+  * onnxruntime CPU latency of each exported model at batch 1 and 32 (same session options), and the node
+    count of the graph onnxruntime really runs after its own fusions.
+Timing on a shared machine: jobs run interleaved (round-robin); compile times are the best of 5 rounds,
+latencies median and minimum (ratios of minima): load from other processes only ever adds time.
 Targets: dslc compile <= 0.1x torch.onnx.export's time; dslc model latency / torch model latency <= 1.0.
 """
 from __future__ import annotations
@@ -109,13 +112,16 @@ def torch_resnet(depth: int):
 
 
 # ---- measurements ------------------------------------------------------------------------------------------
-def _timed(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
+def _interleaved(jobs: dict, rounds: int) -> dict:
+    """Best (minimum) wall time of each job over `rounds` round-robin rounds: on a shared machine, load from
+    other processes only ever adds time, and round-robin spreads it over every job alike."""
+    times = {k: [] for k in jobs}
+    for _ in range(rounds):
+        for k, fn in jobs.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: min(v) for k, v in times.items()}
 
 
 def dslc_compile(net: Path, out: Path, fold_bn: bool = False, weights=None):
@@ -148,9 +154,22 @@ def node_counts(path: Path) -> tuple[int, dict]:
     return len(m.graph.node), ops
 
 
+def optimized_nodes(path: Path) -> int:
+    """Node count of the graph onnxruntime actually runs (after its own fusions, ORT_ENABLE_ALL)."""
+    import onnx
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    out = str(path) + ".ort.onnx"
+    so.optimized_model_filepath = out
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return len(onnx.load(out, load_external_data=False).graph.node)
+
+
 def latencies(files: dict, batch: int, runs: int) -> dict:
-    """Median onnxruntime CPU latency per model; runs interleaved round-robin so load from other processes on
-    the (shared) machine hits every model alike."""
+    """(median, min) onnxruntime CPU latency per model; runs interleaved round-robin so load from other
+    processes on the (shared) machine hits every model alike."""
     import onnxruntime as ort
     sessions = {}
     for k, path in files.items():
@@ -168,7 +187,7 @@ def latencies(files: dict, batch: int, runs: int) -> dict:
             t = time.perf_counter()
             s.run(None, {s.get_inputs()[0].name: x})
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
 def warm_up_torch(tmp: Path, dynamo: bool) -> None:
@@ -194,8 +213,8 @@ def main() -> int:
     import onnxruntime as ort
 
     import dslc
-    rep = 1 if args.quick else 3
-    runs = {1: 5 if args.quick else 20, 32: 3}
+    rep = 1 if args.quick else 5
+    runs = {1: 5 if args.quick else 20, 32: 6}
     batches = (1,) if args.quick else (1, 32)
     print(f"# dslc {dslc.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{len(os.sched_getaffinity(0))} CPU threads")
@@ -210,33 +229,39 @@ def main() -> int:
             net = ROOT / "networks" / f"resnet{depth}.net"
             files = {"dslc": tmp / f"dslc{depth}.onnx", "dslc --fold-bn": tmp / f"dslcf{depth}.onnx",
                      "torch legacy": tmp / f"tl{depth}.onnx", "torch dynamo": tmp / f"td{depth}.onnx"}
-            t_dslc, _ = _timed(lambda: dslc_compile(net, files["dslc"]), rep)
-            t_fold, _ = _timed(lambda: dslc_compile(net, files["dslc --fold-bn"], fold_bn=True), rep)
             from dslc.lowering.compile import load_program
             from dslc.weights import init_weights
             given = init_weights(load_program(net)[1], 0)   # torch's module holds its weights before export:
-            t_given, _ = _timed(lambda: dslc_compile(net, tmp / "given.onnx", weights=given), rep)   # same here
-            t_build, _ = _timed(lambda: torch_resnet(depth).eval(), rep)
-            model = torch_resnet(depth).eval()
-            t_legacy, _ = _timed(lambda: torch_export(model, files["torch legacy"], False), rep)
-            t_dynamo = None
+            model = torch_resnet(depth).eval()              # so does dslc's "weights given" variant
+            jobs = {
+                "dslc": lambda: dslc_compile(net, files["dslc"]),
+                "fold": lambda: dslc_compile(net, files["dslc --fold-bn"], fold_bn=True),
+                "given": lambda: dslc_compile(net, tmp / "given.onnx", weights=given),
+                "build": lambda: torch_resnet(depth).eval(),
+                "legacy": lambda: torch_export(model, files["torch legacy"], False),
+            }
             if not args.no_dynamo:
-                t_dynamo, _ = _timed(lambda: torch_export(model, files["torch dynamo"], True), 1 if rep == 1 else 2)
+                jobs["dynamo"] = lambda: torch_export(model, files["torch dynamo"], True)
             else:
                 files.pop("torch dynamo")
+            times = _interleaved(jobs, rep)
+            t_dslc, t_fold, t_given, t_build, t_legacy = (times[k] for k in ("dslc", "fold", "given", "build",
+                                                                              "legacy"))
+            t_dynamo = times.get("dynamo")
             rows_time.append((f"ResNet-{depth}", t_dslc, t_fold, t_given, t_build, t_legacy, t_dynamo))
             print(f"ResNet-{depth} compile: dslc {t_dslc:.3f}s, dslc --fold-bn {t_fold:.3f}s, dslc given weights "
                   f"{t_given:.3f}s, torch module construction {t_build:.3f}s, torch legacy {t_legacy:.3f}s"
                   + (f", torch dynamo {t_dynamo:.3f}s" if t_dynamo else ""), flush=True)
             for k, p in files.items():
                 n, ops = node_counts(p)
-                rows_nodes.append((f"ResNet-{depth}", k, n, ops))
-                print(f"  nodes {k}: {n} {ops}", flush=True)
+                n_ort = optimized_nodes(p)
+                rows_nodes.append((f"ResNet-{depth}", k, n, ops, n_ort))
+                print(f"  nodes {k}: {n} {ops}; after onnxruntime's optimizations: {n_ort}", flush=True)
             for b in batches:
                 lat = latencies(files, b, runs[b])
                 rows_lat.append((f"ResNet-{depth}", b, lat))
-                print(f"  latency batch {b}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in lat.items()),
-                      flush=True)
+                print(f"  latency batch {b} (median, min): " + ", ".join(
+                    f"{k} {v[0] * 1e3:.1f} / {v[1] * 1e3:.1f} ms" for k, v in lat.items()), flush=True)
 
     print("\n## Markdown\n")
     print("| network | dslc compile | --fold-bn | dslc, weights given | torch module build | torch.onnx.export "
@@ -248,16 +273,18 @@ def main() -> int:
         r_gv = f"{gv / dyn:.3f}×" if dyn else "–"
         print(f"| {name} | {a:.2f} s | {f:.2f} s | {gv:.2f} s | {bld:.2f} s | {leg:.2f} s | {dyn_s} | "
               f"{a / leg:.2f}× | {r_dyn} | {r_gv} |")
-    print("\n| network | exporter | ONNX nodes | ops |")
-    print("|---|---|---|---|")
-    for name, k, n, ops in rows_nodes:
-        print(f"| {name} | {k} | {n} | {', '.join(f'{o} {c}' for o, c in sorted(ops.items(), key=lambda t: -t[1]))} |")
-    print("\n| network | batch | " + " | ".join(rows_lat[0][2]) + " | dslc / legacy | dslc / dynamo |")
+    print("\n| network | exporter | ONNX nodes | ops | nodes onnxruntime runs |")
+    print("|---|---|---|---|---|")
+    for name, k, n, ops, n_ort in rows_nodes:
+        ops_s = ", ".join(f"{o} {c}" for o, c in sorted(ops.items(), key=lambda t: -t[1]))
+        print(f"| {name} | {k} | {n} | {ops_s} | {n_ort} |")
+    print("\nLatency: median / min of interleaved runs; ratios of the minima.\n")
+    print("| network | batch | " + " | ".join(rows_lat[0][2]) + " | dslc / legacy | dslc / dynamo |")
     print("|---|---|" + "---|" * (len(rows_lat[0][2]) + 2))
     for name, b, lat in rows_lat:
-        cells = " | ".join(f"{v * 1e3:.1f} ms" for v in lat.values())
-        r_leg = lat["dslc"] / lat["torch legacy"]
-        r_dyn = f"{lat['dslc'] / lat['torch dynamo']:.2f}" if "torch dynamo" in lat else "–"
+        cells = " | ".join(f"{v[0] * 1e3:.0f} / {v[1] * 1e3:.0f} ms" for v in lat.values())
+        r_leg = lat["dslc"][1] / lat["torch legacy"][1]
+        r_dyn = f"{lat['dslc'][1] / lat['torch dynamo'][1]:.2f}" if "torch dynamo" in lat else "–"
         print(f"| {name} | {b} | {cells} | {r_leg:.2f} | {r_dyn} |")
     return 0
 

@@ -195,9 +195,25 @@ def bare_session_p50(model_path: str, input_name: str, shape: tuple, n: int = 30
     return out
 
 
+def process_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc; nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def load_with_cpu(srv, reqs, c, seconds) -> dict:
+    c0 = process_cpu_s(srv.proc.pid)
+    r = run_load(srv.port, reqs, c, seconds)
+    r["server_cpu_us_per_req"] = (process_cpu_s(srv.proc.pid) - c0) / max(r["requests"], 1) * 1e6
+    return r
+
+
 def measure(srv: Server, name: str, reqs: list, c: int, seconds: float) -> dict:
     before = srv.stats(name)
-    r = run_load(srv.port, reqs, c, seconds)
+    r = load_with_cpu(srv, reqs, c, seconds)
     after = srv.stats(name)
     ex = after["execution_count"] - before["execution_count"]
     inf = after["inference_count"] - before["inference_count"]
@@ -214,7 +230,10 @@ def best(runs: list[dict]) -> dict:
     b = dict(max(runs, key=lambda r: r["rps"]))
     b["p50_ms"] = min(r["p50_ms"] for r in runs)
     b["p99_ms"] = min(r["p99_ms"] for r in runs)
-    b["server_internal_overhead_ms"] = min(r["server_internal_overhead_ms"] for r in runs)
+    if "server_internal_overhead_ms" in runs[0]:
+        b["server_internal_overhead_ms"] = min(r["server_internal_overhead_ms"] for r in runs)
+    cpu = sorted(r["server_cpu_us_per_req"] for r in runs)
+    b["server_cpu_us_per_req"] = cpu[len(cpu) // 2]
     b["errors"] = sum(r["errors"] for r in runs)
     b["rounds_rps"] = [round(r["rps"]) for r in runs]
     return b
@@ -290,7 +309,7 @@ def run_all(args, model_path: str, ort) -> int:
         floor_raw: dict = {c: [] for c in levels}
         for rnd in range(args.rounds):
             for c in levels:
-                floor_raw[c].append(run_load(floor.port, floor_reqs, c, args.seconds))
+                floor_raw[c].append(load_with_cpu(floor, floor_reqs, c, args.seconds))
             floor_runs.append(floor_raw[levels[0]][-1])
             for c in levels:
                 for mode in (modes if rnd % 2 == 0 else reversed(list(modes))):
@@ -311,15 +330,16 @@ def run_all(args, model_path: str, ort) -> int:
                 r["overhead_p50_ms"] = r["p50_ms"] - bare_ms
             rows.append(r)
             print(f"  {mode:12s} c={c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.3f} ms  p99 {r['p99_ms']:6.3f} ms"
-                  f"  mean batch {r['mean_batch']:5.2f}  errors {r['errors']}  (rounds: {r['rounds_rps']} req/s)")
+                  f"  server CPU {r['server_cpu_us_per_req']:5.0f} us/req  mean batch {r['mean_batch']:5.2f}  "
+                  f"errors {r['errors']}  (rounds: {r['rounds_rps']} req/s)")
         results["runs"][mode] = rows
     results["floor"] = []
     for c in levels:
-        f = best(floor_raw[c]) if "server_internal_overhead_ms" in floor_raw[c][0] else dict(
-            max(floor_raw[c], key=lambda r: r["rps"]), p50_ms=min(r["p50_ms"] for r in floor_raw[c]))
+        f = best(floor_raw[c])
         results["floor"].append(f)
-        print(f"  {'HTTP floor':12s} c={c:<3d} {f['rps']:8.0f} req/s  p50 {f['p50_ms']:6.3f} ms  (trivial ASGI app: same "
-              f"uvicorn stack, client and request bytes; no dslc, no model)")
+        print(f"  {'HTTP floor':12s} c={c:<3d} {f['rps']:8.0f} req/s  p50 {f['p50_ms']:6.3f} ms  server CPU "
+              f"{f['server_cpu_us_per_req']:5.0f} us/req  (trivial ASGI app: same uvicorn stack, client and request "
+              f"bytes; no dslc, no model)")
     fl = min(floor_runs, key=lambda r: r["p50_ms"])
     jr = min(json_runs, key=lambda r: r["p50_ms"])
     results["json_c1_no_batching"] = jr
@@ -333,7 +353,8 @@ def run_all(args, model_path: str, ort) -> int:
         per_round = sorted(a["rps"] / b["rps"] for a, b in zip(raw[("batching", c)], raw[("no_batching", c)]))
         paired[c] = per_round[len(per_round) // 2]
         print(f"concurrency {c:>3}: batching / no batching throughput = {on[c]['rps'] / off[c]['rps']:.2f}x best vs "
-              f"best; {paired[c]:.2f}x median of the rounds' back-to-back pairs {[round(r, 2) for r in per_round]}")
+              f"best; {paired[c]:.2f}x median of the rounds' back-to-back pairs {[round(r, 2) for r in per_round]}; "
+              f"server CPU per request {off[c]['server_cpu_us_per_req'] / on[c]['server_cpu_us_per_req']:.2f}x less")
     if 1 in levels:
         for mode, rows in (("no batching", off), ("batching", on)):
             r = rows[1]
@@ -342,6 +363,8 @@ def run_all(args, model_path: str, ort) -> int:
                   f"{r['p50_ms'] - fl['p50_ms'] - bare_ms:.3f} ms")
     results["ratios_best"] = {str(c): on[c]["rps"] / off[c]["rps"] for c in levels}
     results["ratios_paired_median"] = {str(c): paired[c] for c in levels}
+    results["cpu_per_request_ratios"] = {str(c): off[c]["server_cpu_us_per_req"] / on[c]["server_cpu_us_per_req"]
+                                         for c in levels}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -6,7 +6,8 @@ Models: the 784-256-10 MLP (networks/mlp_mnist.net) and LeNet-5 (networks/lenet5
 8,000 training samples (the first 8,000 MNIST t10k images when $DSLC_DATA_DIR/mnist has them, random images of
 the same shape otherwise). Each (framework, model) runs in its own subprocess with the thread count fixed before
 numpy / torch load (OMP / OpenBLAS / MKL variables and torch.set_num_threads), one warm-up epoch, then
---epochs timed epochs; reported: median seconds per epoch, the dslc / PyTorch ratio (< 1: dslc faster), and the
+--epochs timed epochs; with --rounds R the two alternate R times (a shared machine's load drifts). Reported:
+median seconds per epoch, the dslc / PyTorch ratio (< 1: dslc faster; the median of the rounds' ratios), and the
 peak resident memory of each process (ru_maxrss; it includes the libraries: torch itself is ~300 MB).
 
 dslc runs its real training loop (dslc.train.loop.run_training: batching, executor forward + backward, Adam,
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="alternate dslc / PyTorch runs this many times; the "
+                    "ratio reported is the median of the rounds' ratios")
     ap.add_argument("--models", default="mlp,lenet5")
     ap.add_argument("--torch-python", default=sys.executable, help="interpreter with torch installed")
     ap.add_argument("--json", help="also write the results here")
@@ -130,23 +133,32 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
     load = os.getloadavg()[0]
-    print(f"threads {a.threads}, batch {BATCH}, Adam {LR:g}, {N_TRAIN} samples/epoch, {a.epochs} timed epochs; "
-          f"load average {load:.2f}" + ("  (busy machine: timings are noisy)" if load > 0.5 else ""))
+    print(f"threads {a.threads}, batch {BATCH}, Adam {LR:g}, {N_TRAIN} samples/epoch, {a.epochs} timed epochs, "
+          f"{a.rounds} alternating round(s); load average {load:.2f}"
+          + ("  (busy machine: timings are noisy)" if load > 0.5 else ""))
     rows = []
     for model in a.models.split(","):
-        d = run_worker(sys.executable, "dslc", model, a.epochs, a.threads)
-        t = run_worker(a.torch_python, "torch", model, a.epochs, a.threads)
-        dm, tm = statistics.median(d["times"]), statistics.median(t["times"])
-        rows.append({"model": model, "dslc_s_per_epoch": dm, "torch_s_per_epoch": tm, "ratio": dm / tm,
-                     "dslc_peak_mb": d["peak_mb"], "torch_peak_mb": t["peak_mb"], "data": d["data"],
-                     "torch": t.get("torch"), "dslc_times": d["times"], "torch_times": t["times"],
-                     "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
-    print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}")
+        ds, ts, ratios, dmem, tmem = [], [], [], [], []
+        for _r in range(a.rounds):   # alternate, so that both see the same machine conditions
+            d = run_worker(sys.executable, "dslc", model, a.epochs, a.threads)
+            t = run_worker(a.torch_python, "torch", model, a.epochs, a.threads)
+            dm, tm = statistics.median(d["times"]), statistics.median(t["times"])
+            ds.append(dm)
+            ts.append(tm)
+            ratios.append(dm / tm)
+            dmem.append(d["peak_mb"])
+            tmem.append(t["peak_mb"])
+        rows.append({"model": model, "dslc_s_per_epoch": statistics.median(ds),
+                     "torch_s_per_epoch": statistics.median(ts), "ratio": statistics.median(ratios),
+                     "ratios": ratios, "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
+                     "torch": t.get("torch"), "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
+    print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}; load average now {os.getloadavg()[0]:.2f}")
     print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'dslc peak MB':>13} "
-          f"{'torch peak MB':>14}")
+          f"{'torch peak MB':>14}  ratios per round")
     for r in rows:
         print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
-              f"{r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}")
+              f"{r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
+              + " ".join(f"{x:.2f}" for x in r["ratios"]))
     if a.json:
         Path(a.json).write_text(json.dumps({"load_average": load, "threads": a.threads, "rows": rows}, indent=2))
     return 0

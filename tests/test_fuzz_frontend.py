@@ -3,7 +3,8 @@ changes applied to every networks/*.net (and to the standard library, and to the
 program with diagnostics or a clean one -- never an exception out of dslc.load (nor out of rendering, the
 summary or `dslc check`).
 
-Deterministic for CI (derandomize, fixed example counts, no deadline). Set DSLC_FUZZ_SCALE=10 for a longer run.
+Deterministic for CI (derandomize, fixed example counts, no deadline). For a longer local hunt:
+DSLC_FUZZ_SCALE=10 (ten times the examples) and DSLC_FUZZ_RANDOM=1 (fresh random examples each run).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from dslc.frontend.modules import std_dir
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = float(os.environ.get("DSLC_FUZZ_SCALE", "1"))
 
-settings.register_profile("dslc-fuzz", deadline=None, derandomize=True, database=None, print_blob=False,
+settings.register_profile("dslc-fuzz", deadline=None, derandomize=not os.environ.get("DSLC_FUZZ_RANDOM"),
+                          database=None, print_blob=False,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                  HealthCheck.filter_too_much])
 FUZZ = settings.get_profile("dslc-fuzz")
@@ -66,9 +68,9 @@ def _seeds() -> tuple[dict, dict, dict]:
 
 SMALL, LARGE, OTHER = _seeds()
 
-TOKEN = re.compile(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|\d+\.\d+(?:[eE][-+]?\d+)?|\d+|[A-Za-z_]\w*'
+TOKEN = re.compile(r'""".*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|\d+\.\d+(?:[eE][-+]?\d+)?|\d+|[A-Za-z_]\w*'
                    r'|\|>|\.\.|\*\*|//|==|!=|<=|>=|\s+|.', re.S)
-NUMBERS = ["0", "1", "2", "3", "5", "7", "13", "64", "100", "255", "4096", "-1", "-3", "0.0", "0.5", "1.5",
+NUMBERS = ["0", "1", "2", "3", "5", "7", "13", "64", "100", "255", "300", "-1", "-3", "0.0", "0.5", "1.5",
            "1e-9", "1e30", "1e400", "99999999999", "9" * 25, "2 ** 63", "1 // 0"]
 EXTRA = ["(", ")", "[", "]", "{", "}", ",", "=", "==", "|>", ":", ".", "..", "as", "repeat", "in", "if", "elif",
          "else", "return", "target", "train", "block", "network", "import", '"same"', '"', "'", "true", "false",

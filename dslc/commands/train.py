@@ -55,7 +55,7 @@ def run(args) -> int:
     import dslc
     from dslc.train import data as D
     from dslc.train.executor import ExecutorError
-    from dslc.train.loop import Settings, TrainError, default_paths, run_training
+    from dslc.train.loop import ExportError, Settings, TrainError, default_paths, run_training
     from dslc.train.optim import OptimizerError
 
     try:
@@ -92,6 +92,8 @@ def run(args) -> int:
                              optimizer=args.optimizer, seed=args.seed, clip=args.clip, val_split=args.val_split,
                              checkpoint_every=args.checkpoint_every)
         result = run_training(g, s, paths=paths, resume=resume, quiet=args.quiet, weights=weights)
+    except ExportError as e:
+        return fail(str(e), 3)
     except (TrainError, D.DataError, OptimizerError, ExecutorError) as e:
         return fail(str(e), 1)
     except KeyboardInterrupt:

@@ -136,7 +136,8 @@ class NetworkResult:
 
 
 class Elaborator:
-    MAX_DEPTH = 64
+    MAX_DEPTH = 64  # nested block calls
+    MAX_NODES = 100_000  # nodes per network: beyond this a repeat count is surely a mistake
 
     def __init__(self, modules: ModuleSet, diags: Diagnostics):
         self.modules = modules
@@ -145,6 +146,7 @@ class Elaborator:
         self.call_stack: list[A.BlockDef] = []
         self.call_sites: list[tuple[str, Span | None]] = []  # (block, call span) of the blocks being run
         self.unused_reported: set = set()
+        self.too_big = None  # the graph that went past MAX_NODES
 
     # ---- entry point -------------------------------------------------------------------------------------
     def elaborate_network(self, net: A.BlockDef, overrides: dict | None = None,
@@ -441,7 +443,16 @@ class Elaborator:
             if b is not POISON and not isinstance(b, bool):
                 raise UserError(f"`{e.op}` needs true or false, got {describe(b)}", e.right.span)
             return b
-        a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        chain = []  # a + b + c + ... is left-nested: fold it in a loop (long sums need no deep recursion)
+        while isinstance(e, A.BinOp) and e.op not in ("and", "or"):
+            chain.append(e)
+            e = e.left
+        a = self.eval(e, frame)
+        for link in reversed(chain):
+            a = self.binop(link, a, self.eval(link.right, frame), frame)
+        return a
+
+    def binop(self, e: A.BinOp, a, b, frame):
         if a is POISON or b is POISON:
             return POISON
         if isinstance(a, Tensor) or isinstance(b, Tensor):
@@ -486,15 +497,20 @@ class Elaborator:
         return self.make_node(registry.get(op_name), operands, {}, e.span, frame, None)
 
     def eval_Pipeline(self, e: A.Pipeline, frame):
-        src = self.eval(e.source, frame)
-        if src is POISON:
-            return POISON
-        if isinstance(src, tuple):
-            raise UserError(f"this pipeline carries {len(src)} values; `|>` passes one tensor", e.span,
-                            "name the values first: `a, b = ...`")
-        if isinstance(e.stage, A.Repeat):
-            return self.eval_repeat(e.stage, src, frame)
-        return self.call(e.stage, frame, piped=src)
+        chain = []  # x |> a |> b |> ... is left-nested: walk it in a loop, so long pipelines need no deep recursion
+        while isinstance(e, A.Pipeline):
+            chain.append(e)
+            e = e.source
+        value = self.eval(e, frame)
+        for p in reversed(chain):
+            if value is POISON:
+                return POISON
+            if isinstance(value, tuple):
+                raise UserError(f"this pipeline carries {len(value)} values; `|>` passes one tensor", p.span,
+                                "name the values first: `a, b = ...`")
+            value = self.eval_repeat(p.stage, value, frame) if isinstance(p.stage, A.Repeat) \
+                else self.call(p.stage, frame, piped=value)
+        return value
 
     def eval_Call(self, e: A.Call, frame):
         return self.call(e, frame)
@@ -528,12 +544,16 @@ class Elaborator:
             if rep.index:
                 env.vars[rep.index] = Binding(i, rep.span, used=True, kind="index")
             sub = Frame(env, frame.scope.child(local), frame.module, frame.role, frame.block, train=frame.train)
-            single_block = (len(rep.stages) == 1 and rep.stages[0].alias is None
+            single_block = (len(rep.stages) == 1 and isinstance(rep.stages[0], A.Call)
+                            and rep.stages[0].alias is None
                             and self.modules.find_block(frame.module, rep.stages[0].func) is not None)
             for stage in rep.stages:
                 if value is POISON:
                     return POISON
-                value = self.call(stage, sub, piped=value, own_scope=single_block)
+                if isinstance(stage, A.Repeat):  # a repeat nested in a repeat's body
+                    value = self.eval_repeat(stage, value, sub)
+                else:
+                    value = self.call(stage, sub, piped=value, own_scope=single_block)
         return value
 
     # ---- calls ----------------------------------------------------------------------------------------------
@@ -669,6 +689,12 @@ class Elaborator:
             raise UserError(msg, span, ex.hint, notes[:4]) from None
         local = frame.scope.claim(alias, span) if alias else frame.scope.fresh(op.short)
         name = frame.scope.full(local)
+        if len(self.g) >= self.MAX_NODES:
+            if self.too_big is self.g:
+                raise Halt()  # reported once per network
+            self.too_big = self.g
+            raise UserError(f"network `{self.g.graph.get('name', '')}` has more than {self.MAX_NODES} layers",
+                            span, "is a repeat count (or a network parameter used as one) too large?")
         if name in self.g:
             raise UserError(f"the name `{name}` is already used in this network", span,
                             "give this layer another `as` name", [(self.g.nodes[name].get("span"), "first used here")])
@@ -682,7 +708,10 @@ class Elaborator:
         if block.kind == "network":
             raise UserError(f"`{block.name}` is a network; networks cannot be called, blocks can", c.span)
         if block in self.call_stack or len(self.call_stack) >= self.MAX_DEPTH:
-            cycle = self.call_stack[self.call_stack.index(block):] if block in self.call_stack else []
+            if block not in self.call_stack:
+                raise UserError(f"blocks are nested more than {self.MAX_DEPTH} levels deep", c.span,
+                                "block calls are inlined; flatten the nesting")
+            cycle = self.call_stack[self.call_stack.index(block):]
             chain = " -> ".join([b.name for b in cycle] + [block.name])
             raise UserError(f"recursion between blocks: {chain}", c.span,
                             "blocks are inlined at compile time, so they cannot call themselves",

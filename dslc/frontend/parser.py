@@ -5,7 +5,7 @@ import ast as pyast
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
 from dslc.diagnostics import Span, UserError
@@ -43,7 +43,7 @@ class SyntaxErrors(UserError):
 
 
 @v_args(meta=True, inline=True)
-class ToAst(Transformer):
+class ToAst(Transformer_NonRecursive):  # non-recursive: a 5000-stage pipeline is fine
     def __init__(self, file: str):
         super().__init__()
         self.file = file
@@ -250,9 +250,42 @@ def parse(text: str, file: str) -> A.Module:
     except UnexpectedInput as e:
         raise SyntaxErrors(syntax.parse_errors(_parser().parse, e, text, file)) from None
     try:
-        return ToAst(file).transform(tree)
+        module = ToAst(file).transform(tree)
     except VisitError as e:  # lark wraps transformer errors
         inner = e.orig_exc
         if isinstance(inner, UserError):
             raise inner from None
         raise
+    check_nesting(module)
+    return module
+
+
+MAX_NESTING = 100
+
+
+def check_nesting(module: A.Module) -> None:
+    """Expressions nested deeper than MAX_NESTING are refused: elaboration evaluates them recursively. A pipeline's
+    source and a left-nested chain of arithmetic (`a + b + c`) do not count as nesting (they are run in a loop)."""
+    stack: list = [(d, 0, d.span) for d in module.blocks + module.networks + module.trains]
+    while stack:
+        node, depth, where = stack.pop()
+        where = getattr(node, "span", None) or where  # the nearest enclosing node with a position
+        if depth > MAX_NESTING:
+            raise UserError(f"this expression is nested too deeply (more than {MAX_NESTING} levels)", where,
+                            "split it into named steps: `a = ...`, then `b = a |> ...`")
+        if isinstance(node, list):
+            stack.extend((x, depth, where) for x in node)
+        elif isinstance(node, tuple):
+            stack.extend((x, depth + 1, where) for x in node)
+        elif isinstance(node, A.Pipeline):
+            stack.append((node.source, depth, where))
+            stack.append((node.stage, depth + 1, where))
+        elif isinstance(node, A.BinOp) and node.op not in ("and", "or"):
+            stack.append((node.left, depth, where))
+            stack.append((node.right, depth + 1, where))
+        elif isinstance(node, A.Node):
+            for name in node.__dataclass_fields__:
+                if name not in ("span", "module", "func_span"):
+                    value = getattr(node, name)
+                    if isinstance(value, (A.Node, list, tuple)):
+                        stack.append((value, depth + 1, where))

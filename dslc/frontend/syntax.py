@@ -31,7 +31,7 @@ class Tok:
     first: bool  # first token on its line
 
 
-_LEX = re.compile(r'(?P<doc>"""(?:.|\n)*?""")|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<comment>#[^\n]*)|(?P<nl>\n)'
+_LEX = re.compile(r'(?P<doc>""".*?""")|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<comment>#[^\n]*)|(?P<nl>\n)'
                   r'|(?P<ws>[ \t\r\f\v]+)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)'
                   r'|(?P<op>\|>|\.\.|\*\*|//|==|!=|<=|>=)|(?P<other>.)', re.S)
 

@@ -61,12 +61,12 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
     ctx = LowerCtx(g, weights, opset=opset)
     info = LowerInfo(g)
     order = ir.model_nodes(g)
-    graph_inputs = []
+    graph_inputs = [value_info(n, g.nodes[n]["outputs"][0]) for n in g.graph["inputs"]
+                    if g.nodes[n]["role"] == "model"]          # declaration order
     for n in order:
         d = g.nodes[n]
         if d["op"] == "input":
             ctx.values[(n, 0)] = n
-            graph_inputs.append(value_info(n, d["outputs"][0]))
             continue
         op = get(d["op"])
         ctx.current = n

@@ -19,6 +19,7 @@ import hmac
 import json
 import sys
 import time
+import traceback
 import zlib
 
 from dslc.serve.batcher import Batcher, ExecutionError
@@ -136,6 +137,9 @@ class ServeApp:
             await self._json(send, e.status, {"error": e.message}, extra)
         except _Disconnected:
             return
+        except Exception as e:  # a dslc bug outside inference: still a JSON 500, and the server keeps serving
+            log(f"internal error on {method} {scope['path']}:\n" + traceback.format_exc().rstrip())
+            await self._json(send, 500, {"error": f"internal server error: {type(e).__name__}: {e}"})
 
     def _check_auth(self, headers):
         got = headers.get(b"authorization", b"")
@@ -265,6 +269,11 @@ class ServeApp:
                 payload, hlen = encode_infer_response(m.name, m.version, req.id, req.outputs, results, m.datatypes)
             except ExecutionError as e:
                 raise ProtocolError(400 if e.bad_input else 500, str(e)) from None
+            except (ProtocolError, _Disconnected):
+                raise
+            except Exception as e:  # a dslc bug: answer 500 and keep serving
+                log("internal error while answering an inference request:\n" + traceback.format_exc().rstrip())
+                raise ProtocolError(500, f"internal server error: {type(e).__name__}: {e}") from None
         except ProtocolError as e:
             mm.inflight.dec()
             mm.failure(e.status)

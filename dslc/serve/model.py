@@ -148,8 +148,11 @@ class ServedModel:
     # ------------------------------------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        from dslc.runtime.session import create_session
+        from dslc.runtime.session import create_session, probe_providers
         threads = self.threads or default_threads(self.instances)
+        if self.device == "gpu" and not probe_providers(True).gpu:
+            raise ModelLoadError(f"model '{self.name}' must run on a GPU (instance_group KIND_GPU, or --device gpu) "
+                                 f"but none is usable: {probe_providers(True).reason}")
         try:
             self.session, self.provider = create_session(
                 self._source, prefer_gpu=self.device != "cpu", require_gpu=self.device == "gpu",

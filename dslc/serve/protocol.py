@@ -57,9 +57,9 @@ class TensorSpec:
     datatype: str              # protocol name: FP32, INT64, ...
     shape: tuple[int, ...]     # full shape as the model declares it, -1 for a variable dim
 
-    @property
-    def dtype(self) -> np.dtype:
-        return DTYPES[self.datatype]
+    def __post_init__(self):   # looked up once: the request path reads these per input
+        object.__setattr__(self, "dtype", DTYPES.get(self.datatype))
+        object.__setattr__(self, "itemsize", self.dtype.itemsize if self.dtype is not None else 0)
 
 
 @dataclass
@@ -178,9 +178,9 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
             raise _bad(f"input '{name}': 'shape' must be an array of non-negative integers")
         _check_shape(spec, shape, model)
         ip = inp.get("parameters") or {}
-        if not isinstance(ip, dict):
+        if type(ip) is not dict:
             raise _bad(f"input '{name}': 'parameters' must be a JSON object")
-        if any(k in ip for k in _UNSUPPORTED_PARAMS):
+        if (len(ip) > 1 or (ip and "binary_data_size" not in ip)) and any(k in ip for k in _UNSUPPORTED_PARAMS):
             raise _bad(f"input '{name}': shared-memory tensors are not supported by this server")
         size = ip.get("binary_data_size")
         if size is not None:
@@ -188,7 +188,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
                 raise _bad(f"input '{name}': binary_data_size must be a non-negative integer")
             if "data" in inp:
                 raise _bad(f"input '{name}' has both 'data' and binary_data_size")
-            need = math.prod(shape) * spec.dtype.itemsize
+            need = math.prod(shape) * spec.itemsize
             if size != need:
                 raise _bad(f"input '{name}': binary_data_size is {size} bytes but shape {_fmt_shape(shape)} "
                            f"of {dt} needs {need}")

@@ -17,10 +17,6 @@ from pathlib import Path
 from dslc.serve.app import ServeApp, log
 from dslc.serve.model import ModelLoadError, ServedModel, load_model_source
 
-DEFAULT_MAX_BATCH = 32
-DEFAULT_QUEUE_DELAY_MS = 0.0
-DEFAULT_MAX_BODY = 64 << 20
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b?)\s*$", re.I)
 
 
@@ -37,7 +33,7 @@ class UsageError(Exception):
     pass
 
 
-def _settings_from_config(cfg: dict, args) -> dict:
+def _settings_from_config(cfg: dict) -> dict:
     """Batching/instances for a repository model: config.pbtxt wins, the command line fills what it omits."""
     if not cfg:
         return {}
@@ -92,7 +88,7 @@ def gather_models(args) -> list[ServedModel]:
             if e["name"] in seen:
                 raise UsageError(f"two models named '{e['name']}': {seen[e['name']]} and the repository's")
             seen[e["name"]] = str(Path(args.repository) / e["name"])
-            settings = {**common, **_settings_from_config(e["config"], args)}
+            settings = {**common, **_settings_from_config(e["config"])}
             for version, mpath in e["versions"]:
                 models.append(ServedModel(e["name"], str(version), load_model_source(mpath), origin=str(mpath),
                                           repo_config=e["config"] or None, **settings))

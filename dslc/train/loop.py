@@ -37,6 +37,10 @@ class TrainError(Exception):
     checkpoint that belongs to another run); the message is meant for the user."""
 
 
+class ExportError(TrainError):
+    """Training finished but the ONNX export failed (a dslc bug: exit code 3)."""
+
+
 @dataclass
 class Settings:
     epochs: int
@@ -523,7 +527,12 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
         if test:
             prog.line("test: " + _figures(test, metric))
         if export and paths.get("onnx"):
-            export_onnx(g, exe.weights, paths["onnx"])
+            try:
+                export_onnx(g, exe.weights, paths["onnx"])
+            except Exception as e:  # a lowering bug must not lose the trained weights: they are in the checkpoint
+                where = f"; the trained weights are in {ckpt_path}" if artefacts else ""
+                raise ExportError(f"training finished, but exporting {paths['onnx']} failed: "
+                                  f"{type(e).__name__}: {e}{where}") from e
             prog.line(f"wrote {paths['onnx']}" + (f", {paths['metrics']}, {paths['plot']}, {ckpt_path}"
                                                    if artefacts else ""))
     final = next((r for r in reversed(history) if r.get("kind") == "epoch"), {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ def _thread_budget() -> int:
 
 _POOL = None
 SPLIT_MIN = 1 << 16   # parameters with at least this many elements are updated by two threads, half each
+TRIAL_STEPS = 8       # steps timed each way (one thread / two) before the optimiser keeps the faster
 
 
 def _pool():
@@ -49,8 +51,9 @@ class Optimizer:
     """Base: parameters (float32 arrays, updated in place), per-parameter state arrays, scratch buffers.
 
     The update of one parameter is a fixed sequence of in-place numpy ufuncs over flat views (`_apply`); large
-    parameters are cut into two halves updated concurrently by a helper thread and the caller (numpy releases
-    the GIL inside its loops), which is bit-for-bit the same as one pass."""
+    parameters may be cut into two halves updated concurrently by a helper thread and the caller (numpy releases
+    the GIL inside its loops), which is bit-for-bit the same as one pass. Whether that pays depends on how busy
+    the machine is, so unless `threads` is given the first steps are timed both ways and the faster is kept."""
     name = "optimizer"
     state_keys: tuple[str, ...] = ()
     scratch = 1   # scratch buffers per parameter
@@ -73,19 +76,35 @@ class Optimizer:
         self.state: dict[str, dict[str, np.ndarray]] = {
             k: {s: np.zeros_like(p) for s in self.state_keys} for k, p in params.items()}
         self.threads = _thread_budget() if threads is None else max(1, int(threads))
-        self._parts: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
+        # per parameter: [(slice, views)] whole, and cut in two halves where it is large enough
+        self._whole: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
+        self._split: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
         for k, p in params.items():
             arrays = {"p": p.reshape(-1), **{s: a.reshape(-1) for s, a in self.state[k].items()}}
             for i in range(self.scratch):
                 arrays[f"tmp{i}"] = np.empty(p.size, F32)
             n = p.size
-            cuts = [slice(0, n)] if self.threads < 2 or n < SPLIT_MIN else [slice(0, n // 2), slice(n // 2, n)]
-            self._parts[k] = [(sl, {a: v[sl] for a, v in arrays.items()}) for sl in cuts]
+            self._whole[k] = [(slice(0, n), arrays)]
+            self._split[k] = self._whole[k] if n < SPLIT_MIN else [
+                (sl, {a: v[sl] for a, v in arrays.items()}) for sl in (slice(0, n // 2), slice(n // 2, n))]
+        can_split = self.threads >= 2 and any(len(v) > 1 for v in self._split.values())
+        # two threads pay off on an idle machine and lose on a busy one: time both over the first steps
+        self._mode = "auto" if can_split and threads is None else ("split" if can_split else "whole")
+        self._trial: dict[str, list[float]] = {"whole": [], "split": []}
+
+    @property
+    def _parts(self):
+        return self._split if self._mode == "split" else self._whole
 
     def step(self, grads: dict[str, np.ndarray], lr: float | None = None) -> None:
         self.t += 1
         lr = self.lr if lr is None else float(lr)
         self._prepare_step(lr)
+        mode = self._mode
+        if mode == "auto":
+            mode = "split" if self.t % 2 else "whole"
+            t0 = time.perf_counter()
+        parts_of = self._split if mode == "split" else self._whole
         later = []
         futures = []
         for k in self.params:
@@ -93,7 +112,7 @@ class Optimizer:
             if g is None:
                 continue
             g = g.reshape(-1)
-            parts = self._parts[k]
+            parts = parts_of[k]
             if len(parts) > 1:
                 sl, views = parts[0]
                 futures.append(_pool().submit(self._apply, views, g[sl], lr))
@@ -106,6 +125,12 @@ class Optimizer:
         finally:
             for f in futures:
                 f.result()
+        if self._mode == "auto":
+            trial = self._trial[mode]
+            trial.append(time.perf_counter() - t0)
+            if self.t > 4 and min(len(v) for v in self._trial.values()) >= TRIAL_STEPS:
+                med = {m: sorted(v)[len(v) // 2] for m, v in self._trial.items()}
+                self._mode = "split" if med["split"] < med["whole"] else "whole"
 
     def _prepare_step(self, lr: float) -> None:
         """Scalars shared by every parameter's update this step."""

@@ -333,3 +333,16 @@ def test_compile_to_file_checks_the_written_file_before_it_appears(tmp_path, mon
     with pytest.raises(LoweringError):
         compile_graph(g, output=out2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]   # nothing half-made left behind
+
+
+def test_inputs_keep_declaration_order_and_unused_input_stays():
+    g = ir.new_graph("net")
+    ir.add_input(g, "z", TensorType(("N", 4)))
+    ir.add_input(g, "a", TensorType(("N", 4)))
+    ir.add_input(g, "unused", TensorType((2,)))
+    add(g, "relu", "r", [("a", 0)])
+    add(g, "relu", "r2", [("r", 0)])
+    add(g, "add", "s", [("r2", 0), ("z", 0)])
+    g.graph["outputs"] = {"y": ("s", 0)}
+    model, _ = compile_graph(g)
+    assert [i.name for i in model.graph.input] == ["z", "a", "unused"]

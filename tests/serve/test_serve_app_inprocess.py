@@ -65,3 +65,56 @@ def test_model_that_fails_to_load_is_reported_and_stops_the_server():
     asyncio.run(main())
     assert fatal and app.exit_code == 1
     assert bad.state == "failed" and "onnxruntime cannot load it" in bad.error
+
+
+def test_metrics_histogram_buckets_and_exposition():
+    from dslc.serve.metrics import Histogram
+    h = Histogram((1, 2, 4))
+    for v in (0.5, 1, 1.5, 4, 9):
+        h.observe(v)
+    assert h.cumulative() == [("1.0", 2), ("2.0", 3), ("4.0", 4), ("+Inf", 5)]   # le: a value on a bound counts in it
+    assert h.sum == 16.0
+    m = Metrics()
+    mm = m.for_model("a", "1")
+    mm.success.inc()
+    mm.failure(400)
+    mm.failure(400)
+    mm.batch.observe(3)
+    text = m.render().decode()
+    assert 'dslc_inference_request_success_total{model="a",version="1"} 1.0' in text
+    assert 'dslc_inference_request_failure_total{code="400",model="a",version="1"} 2.0' in text
+    assert 'dslc_batch_size_bucket{le="4.0",model="a",version="1"} 1.0' in text
+    assert 'dslc_batch_size_count{model="a",version="1"} 1.0' in text
+    assert "process_cpu_seconds_total" in text
+
+
+def test_internal_error_is_a_json_500_and_serving_goes_on(monkeypatch, capfd):
+    from dslc.serve import app as app_mod
+    m = ServedModel("two_io", "1", serve_models.two_io().SerializeToString())
+    app = ServeApp([m], metrics=Metrics())
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+                       {"name": "idx", "datatype": "INT64", "shape": [1, 3], "data": [1, 1, 1]}]}
+    real = app_mod.encode_infer_response
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(app_mod, "encode_infer_response", flaky)
+
+    async def main():
+        await app._load_all()
+        async with _client(app) as c:
+            r = await c.post("/v2/models/two_io/infer", json=body)
+            assert r.status_code == 500 and "internal server error: KeyError" in r.json()["error"]
+            r = await c.post("/v2/models/two_io/infer", json=body)
+            assert r.status_code == 200
+        m.batcher.close()
+
+    asyncio.run(main())
+    assert app.accepted == app.answered == 2
+    assert m.mmetrics.failures == {500: 1} and m.mmetrics.inflight.value == 0
+    assert "Traceback" in capfd.readouterr().err

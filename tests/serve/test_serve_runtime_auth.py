@@ -101,7 +101,7 @@ def test_usage_errors(tmp_path):
     assert r.returncode == 2 and "not a size" in r.stderr
 
 
-def test_net_source_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
+def test_net_source_without_compiler_is_a_clear_error(tmp_path):
     from dslc.serve.model import ModelLoadError, load_model_source
     net = tmp_path / "m.net"
     net.write_text("network m {}\n")

@@ -67,3 +67,42 @@ def test_program_errors_exit_1(tmp_path, capsys):
     bad.write_text("network b(x: f32[N, 2]) { y = x |> linear(3) |> nonsense\n return y }\n")
     assert main(["train", str(bad), "-o", str(tmp_path / "m.onnx")]) == 1
     assert "error" in capsys.readouterr().err
+
+
+BN_NET = """
+network bnnet(x: f32[N, 2, 6, 6]) {
+    logits = x |> conv2d(4, 3, padding=1) |> batchnorm |> relu |> dropout(0.3)
+               |> global_avgpool |> linear(3)
+    return logits
+}
+train {
+    target label: i64[N]
+    loss = cross_entropy(logits, label)
+    optimizer = sgd(lr=0.1, momentum=0.9)
+    epochs = 2
+    batch_size = 8
+}
+"""
+
+
+def test_exported_model_is_the_evaluation_mode_network(tmp_path):
+    """After training, onnxruntime on the exported model equals the executor's evaluation-mode forward:
+    batchnorm uses the trained running statistics (not the initial 0 / 1), dropout is off."""
+    import dslc
+    from dslc.train.executor import Executor
+    from dslc.train.loop import load_checkpoint
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((40, 2, 6, 6)) * 3 + 1).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    net = tmp_path / "bn.net"
+    net.write_text(BN_NET)
+    out = tmp_path / "bn.onnx"
+    assert main(["train", str(net), "--data", str(tmp_path / "d.npz"), "-o", str(out), "-q"]) == 0
+    g = dslc.load(str(net)).graph
+    w, _opt, _meta = load_checkpoint(tmp_path / "bn.ckpt.npz")
+    stats = [k for k in w if "mean" in k.rsplit(".", 1)[-1]]
+    assert stats and all(np.abs(w[k]).max() > 0 for k in stats)      # running statistics were learned
+    ref = Executor(g, weights=w).forward([x[:10]])["logits"]
+    got = ort_session(onnx.load(str(out))).run(None, {"x": x[:10]})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)

@@ -214,3 +214,11 @@ def test_validation_split_and_epoch_order():
     assert np.array_equal(a, D.epoch_order(100, 0, 3)) and not np.array_equal(a, D.epoch_order(100, 0, 4))
     sizes = [len(xs[0]) for _b, xs, _ys in D.batches(v.train, np.arange(80), 32)]
     assert sizes == [32, 32, 16]
+
+
+def test_bce_targets_must_be_probabilities():
+    ds = D.Dataset("r", D.Split([np.zeros((3, 2), np.float32)], [np.array([0.0, 0.5, 1.7], np.float32)]))
+    with pytest.raises(D.DataError, match=r"needs 0/1 labels or probabilities in \[0, 1\]"):
+        D.fit_to_graph(ds, graph(POINTS))
+    ok = D.Dataset("r", D.Split([np.zeros((3, 2), np.float32)], [np.array([0.0, 0.5, 1.0], np.float32)]))
+    assert D.fit_to_graph(ok, graph(POINTS)).train.ys[0].shape == (3, 1)

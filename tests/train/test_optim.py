@@ -158,6 +158,10 @@ def test_two_threads_give_the_same_bits(cls, kw):
     b = {k: v.copy() for k, v in base.items()}
     oa, ob = cls(a, lr=0.01, threads=1, **kw), cls(b, lr=0.01, threads=2, **kw)
     assert len(ob._parts["big"]) == 2 and len(oa._parts["big"]) == 1
+    oc = cls({k: v.copy() for k, v in base.items()}, lr=0.01, **kw)   # auto: times both, keeps one
+    for i in range(40):
+        oc.step({"big": np.zeros((300, 301), np.float32), "small": np.zeros(5, np.float32)})
+    assert oc._mode in (("split", "whole") if oc.threads > 1 else ("whole",))
     for i in range(3):
         g = {"big": rng.standard_normal((300, 301)).astype(np.float32), "small": np.full(5, 0.1, np.float32)}
         oa.step(g)
