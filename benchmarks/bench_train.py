@@ -8,7 +8,9 @@ the same shape otherwise). Each (framework, model) runs in its own subprocess wi
 numpy / torch load (OMP / OpenBLAS / MKL variables and torch.set_num_threads), one warm-up epoch, then
 --epochs timed epochs; with --rounds R the two alternate R times (a shared machine's load drifts). Reported:
 median seconds per epoch, the dslc / PyTorch ratio (< 1: dslc faster; the median of the rounds' ratios), and the
-peak resident memory of each process (ru_maxrss; it includes the libraries: torch itself is ~300 MB).
+peak resident memory of each process (ru_maxrss; it includes the libraries: torch itself is ~300 MB). The
+CPU-time ratio (process CPU seconds per epoch, all threads) is less sensitive to other load on the machine; with
+one thread it is the fairest figure on a busy machine, with two it also counts the threads' spinning.
 
 dslc runs its real training loop (dslc.train.loop.run_training: batching, executor forward + backward, Adam,
 running loss and accuracy; no artefacts). PyTorch runs the usual loop: randperm, index the batch, zero_grad,
@@ -58,9 +60,16 @@ def worker_dslc(model: str, epochs: int) -> dict:
     g = dslc.load(str(ROOT / "networks" / MODELS[model])).graph
     ds = D.Dataset("bench", D.Split([x], [y]), task="classification", num_classes=10)
     s = Settings.resolve(g, data="bench", epochs=epochs + 1, batch_size=BATCH, lr=LR, optimizer="adam", seed=0)
-    r = run_training(g, s, dataset=ds, quiet=True, export=False, artefacts=False)
+    cpu = []
+    last = [time.process_time()]
+
+    def on_epoch(_rec):
+        now = time.process_time()
+        cpu.append(now - last[0])
+        last[0] = now
+    r = run_training(g, s, dataset=ds, quiet=True, export=False, artefacts=False, on_epoch=on_epoch)
     times = [h["time_s"] for h in r.history if h["kind"] == "epoch"]
-    return {"times": times[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": r.final["loss"]}
+    return {"times": times[1:], "cpu": cpu[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": r.final["loss"]}
 
 
 def worker_torch(model: str, epochs: int, threads: int) -> dict:
@@ -79,9 +88,10 @@ def worker_torch(model: str, epochs: int, threads: int) -> dict:
                           nn.Linear(84, 10))
     opt = torch.optim.Adam(m.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
-    times = []
+    times, cpu = [], []
     for _e in range(epochs + 1):
         t = time.perf_counter()
+        c = time.process_time()
         perm = torch.randperm(N_TRAIN)
         total, correct = 0.0, 0
         for i in range(0, N_TRAIN, BATCH):
@@ -95,7 +105,8 @@ def worker_torch(model: str, epochs: int, threads: int) -> dict:
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
         times.append(time.perf_counter() - t)
-    return {"times": times[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": total / N_TRAIN,
+        cpu.append(time.process_time() - c)
+    return {"times": times[1:], "cpu": cpu[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": total / N_TRAIN,
             "torch": torch.__version__}
 
 
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
           + ("  (busy machine: timings are noisy)" if load > 0.5 else ""))
     rows = []
     for model in a.models.split(","):
-        ds, ts, ratios, dmem, tmem = [], [], [], [], []
+        ds, ts, ratios, dmem, tmem, dcpu, tcpu = [], [], [], [], [], [], []
         for _r in range(a.rounds):   # alternate, so that both see the same machine conditions
             d = run_worker(sys.executable, "dslc", model, a.epochs, a.threads)
             t = run_worker(a.torch_python, "torch", model, a.epochs, a.threads)
@@ -146,18 +157,22 @@ def main(argv=None) -> int:
             ds.append(dm)
             ts.append(tm)
             ratios.append(dm / tm)
+            dcpu.append(statistics.median(d["cpu"]))
+            tcpu.append(statistics.median(t["cpu"]))
             dmem.append(d["peak_mb"])
             tmem.append(t["peak_mb"])
         rows.append({"model": model, "dslc_s_per_epoch": statistics.median(ds),
                      "torch_s_per_epoch": statistics.median(ts), "ratio": statistics.median(ratios),
-                     "ratios": ratios, "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
+                     "ratios": ratios, "dslc_cpu_s_per_epoch": statistics.median(dcpu),
+                     "torch_cpu_s_per_epoch": statistics.median(tcpu),
+                     "cpu_ratio": statistics.median([a / b for a, b in zip(dcpu, tcpu)]), "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
                      "torch": t.get("torch"), "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
     print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}; load average now {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'dslc peak MB':>13} "
-          f"{'torch peak MB':>14}  ratios per round")
+    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'CPU-time ratio':>15} "
+          f"{'dslc peak MB':>13} {'torch peak MB':>14}  wall ratios per round")
     for r in rows:
         print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
-              f"{r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
+              f"{r['cpu_ratio']:>15.2f} {r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))
     if a.json:
         Path(a.json).write_text(json.dumps({"load_average": load, "threads": a.threads, "rows": rows}, indent=2))

@@ -180,3 +180,47 @@ def test_fuzz_cli_check(case):
         if "--json" in argv:
             obj = json.loads(out.getvalue())
             assert obj["ok"] is (status == 0)
+
+
+# ---- regressions: inputs that once escaped dslc.load as exceptions (or hung) --------------------------------------
+def _net(body: str) -> str:
+    return "network n(x: f32[N, 3, 32, 32]) {\n    " + body + "\n    return y\n}\n"
+
+
+REGRESSIONS = {
+    "huge integer literal": (_net("y = x |> linear(" + "9" * 5000 + ")"), "too large"),
+    "float literal overflow": (_net("y = x |> repeat int(1e400) { relu }"), "too large for a float"),
+    "int of an overflowing product": (_net("y = x |> linear(int(1e300 * 1e300))"), "too large"),
+    "complex power": (_net("y = x |> linear((-8) ** 0.5)"), "not a real number"),
+    "integer beyond 64 bits": (_net("y = x |> linear(2 ** 62 * 4)"), "more than 64 bits"),
+    "layer named like the input": (_net("y = x |> relu as x"), "already used"),
+    "target named like a layer": ("network n(x: f32[N, 4]) {\n    y = x |> linear(2) as fc1\n    return y\n}\n"
+                                  "train {\n    target fc1: f32[N, 2]\n    loss = mse(y, fc1)\n}\n",
+                                  "already the name of an input or layer"),
+    "repeat nested in a repeat": (_net("y = x |> repeat 2 { repeat 2 { relu } |> relu }"), None),
+    "deep parentheses": (_net("y = " + "(" * 3000 + "x" + ")" * 3000), None),
+    "long pipeline": (_net("y = x" + " |> relu" * 1500), None),
+    "long sum": (_net("y = x" + " + x" * 1500), None),
+    "deeply nested lists": (_net("y = " + "[" * 3000 + "]" * 3000), "nested too deeply"),
+    "deep unary minus": (_net("y = " + "-" * 3000 + "x"), "nested too deeply"),
+    "unclosed docstring start": ('""' + _net("y = x"), None),
+}
+
+
+def test_regressions_found_by_fuzzing():
+    for what, (text, expect) in REGRESSIONS.items():
+        prog = load(ROOT / "networks" / "regression.net", text=text)
+        messages = " | ".join(d.message for d in prog.diagnostics.items)
+        if expect is None:
+            assert prog.ok or prog.diagnostics.errors, what
+        else:
+            assert expect in messages, (what, messages)
+        prog.diagnostics.render_all()
+
+
+def test_a_network_past_the_node_limit_is_one_error(monkeypatch):
+    from dslc.frontend.elaborate import Elaborator
+    monkeypatch.setattr(Elaborator, "MAX_NODES", 300)
+    prog = load(ROOT / "networks" / "regression.net",
+                text=_net("y = x |> repeat 10000 { repeat 10000 { relu } }\n    z = x |> repeat 400 { relu }"))
+    assert [d.message for d in prog.diagnostics.items] == ["network `n` has more than 300 layers"]
