@@ -133,25 +133,25 @@ def check(path: Path, text: str) -> None:
         prog.summary(depth=2)
 
 
-@examples(2400)
+@examples(5000)
 @given(mutated(SMALL))
 def test_fuzz_small_networks(case):
     check(*case)
 
 
-@examples(160)
+@examples(400)
 @given(mutated(LARGE))
 def test_fuzz_big_networks(case):
     check(*case)
 
 
-@examples(700)
+@examples(1500)
 @given(mutated(OTHER))
 def test_fuzz_std_library_and_golden_cases(case):
     check(*case)
 
 
-@examples(300)
+@examples(500)
 @given(st.sampled_from(sorted(SMALL)), st.integers(0, 10 ** 6), st.integers(1, 40))
 def test_fuzz_truncated_and_spliced_text(key, seed, cut):
     """Prefixes and suffix-spliced texts: unclosed everything, ends in the middle of tokens."""
@@ -164,7 +164,7 @@ def test_fuzz_truncated_and_spliced_text(key, seed, cut):
 _TMP = tempfile.TemporaryDirectory(prefix="dslc-fuzz-")
 
 
-@examples(25)
+@examples(30)
 @given(mutated(SMALL))
 def test_fuzz_cli_check(case):
     """`dslc check` on a mutated file: exit code 0 or 1, output but no traceback, for text and --json."""

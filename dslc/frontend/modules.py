@@ -55,6 +55,7 @@ class ModuleSet:
             return self.by_path[path]
         if text is None:
             text = path.read_text()
+        text = text.removeprefix("\ufeff")  # a byte-order mark is no part of the program
         self.diags.sources[shown] = text
         try:
             module = parse(text, shown)

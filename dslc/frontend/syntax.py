@@ -209,16 +209,14 @@ def _bad_character(e: UnexpectedCharacters, file: str, text: str) -> Diagnostic:
         "'": "strings use double quotes: \"...\"",
         "!": "write `not x` for negation and `!=` for \"not equal\"",
         "&": "write `and`", "|": "write `or` (`|>` is the pipeline operator)",
-        "/": "comments start with `#`", "$": None, "\\": None, "`": None,
-        "{": None,
+        "/": "comments start with `#`",
     }
-    nxt = text[pos + 1:pos + 2]
-    if ch == "|" and nxt == "|":
-        hint = "write `or`"
-    elif ch == "&":
-        hint = "write `and`"
-    elif ch == "=" and nxt == "=":
-        hint = None
+    if ch in "\u201c\u201d\u2018\u2019":
+        hint = 'typographic quotes: strings use straight double quotes "..."'
+    elif ch.isalpha() and not ch.isascii():
+        hint = "names use ASCII letters, digits and `_`"
+    elif ch in "\u00a0\u200b\ufeff":
+        hint = "an invisible non-ASCII space; retype the spaces here"
     else:
         hint = hints.get(ch)
     shown = repr(ch)[1:-1] if not ch.isprintable() else ch
@@ -303,14 +301,22 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
                               [(Span(file, brace.line, brace.col, brace.line, brace.col + 1),
                                 "this `{` is not closed")])
         return Diagnostic("error", f"unexpected {token_text(tok)}: the declaration above is not finished", span)
-    if tok.type == "EQUAL" and exp & {"LBRACE", "COMP_OP", "QMARK", "RPAR"} and "EQUAL" not in exp:
+    if tok.type == "EQUAL" and prev is not None and prev.line < tok.line and hint is None:
+        hint = "a name is missing before `=`"
+    elif tok.type == "EQUAL" and exp & {"LBRACE", "COMP_OP", "QMARK", "RPAR"} and "EQUAL" not in exp \
+            and hint is None:
         prev_name = prev is not None and prev.kind == "word"
-        if "RPAR" in exp and prev_name and inner is not None and inner.text == "(" and not _in_call(toks, inner):
-            hint = "keyword arguments are only for calls: `op(name=value)`"
+        declaring = inner is not None and inner.text == "(" and _declares(toks, inner)
+        if declaring:
+            hint = "a parameter is written `name`, `name = default` or `name: f32[...]`"
         elif "RPAR" in exp and not prev_name:
             hint = "a keyword argument is written `name=value`, with a plain name on the left"
-        else:
+        elif _unopened_closer_on_line(toks, tok):
+            hint = "is a `(` missing?"
+        elif "LBRACE" in exp or "QMARK" in exp:
             hint = "to compare two values write `==`"
+    elif tok.type == "COLON" and exp <= {"EQUAL", "COMMA"} and prev is not None and prev.first:
+        hint = f"a training target is declared `target {prev.text}: f32[...]` inside `train {{ }}`"
     elif str(tok.value) in KEYWORDS and (exp == {"NAME"} or ("a statement" in words and _next_text(toks, tok) == "=")):
         hint = f"`{tok.value}` is a keyword; it cannot be used as a name"
     elif exp <= {"EQUAL", "COMMA"} and prev is not None and prev.kind == "word" and not prev.first:
@@ -327,6 +333,9 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
         hint = "a value is missing"
     if str(tok.value) in ("block", "network", "train") and exp == {"NAME"} and hint is None:
         hint = f"`{tok.value}` is a keyword of declarations; it cannot be used as a name here"
+    if "COLON" in exp and tok.type == "NAME" and str(tok.value) in ("f32", "f64", "i64", "i32", "bool") \
+            and hint is None:
+        hint = f"is a `:` missing? a tensor parameter is written `x: {tok.value}[...]`"
     if "DTYPE" in exp and tok.type == "NAME":
         if str(tok.value) in ("f32", "f64", "i64", "i32", "bool"):
             return Diagnostic("error", f"the tensor type `{tok.value}` needs its shape in brackets", span,
@@ -344,6 +353,8 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
                               f"its `=` is unexpected")
     if str(tok.value) in ("in", "as", "repeat", "import", "elif", "else") and "an expression" in words:
         hint = f"`{tok.value}` is a keyword; it cannot be used as a name"
+    if tok.type == "LBRACE" and hint is None and sum(t.text == "{" for t in toks) > sum(t.text == "}" for t in toks):
+        hint = "the file has one `{` more than `}`: is this one too many?"
     if tok.type in ("RPAR", "RSQB", "RBRACE") and not _has_opener(toks, tok) and hint is None:
         hint = f"this `{tok.value}` has no matching `{CLOSERS[str(tok.value)]}`"
     if exp & _ITEM and not (exp & {"RBRACE", "RPAR", "NAME"}) and tok.type != "DOCSTRING":
@@ -380,9 +391,24 @@ def _prev_tok(toks: list[Tok], pos: int) -> Tok | None:
     return prev
 
 
-def _in_call(toks: list[Tok], paren: Tok) -> bool:
-    prev = _prev_tok(toks, paren.pos)
-    return prev is not None and prev.kind == "word" and prev.text not in ("block", "network")
+def _unopened_closer_on_line(toks: list[Tok], tok: Token) -> bool:
+    depth = 0
+    for t in toks:
+        if t.pos <= tok.start_pos or t.line != tok.line:
+            continue
+        if t.text == "(":
+            depth += 1
+        elif t.text == ")":
+            depth -= 1
+            if depth < 0:
+                return True
+    return False
+
+
+def _declares(toks: list[Tok], paren: Tok) -> bool:
+    """Whether this `(` opens the parameter list of `block name(` / `network name(`."""
+    k = next((i for i, t in enumerate(toks) if t.pos == paren.pos), None)
+    return k is not None and k >= 2 and toks[k - 1].kind == "word" and toks[k - 2].text in ("block", "network")
 
 
 # ---- recovery -----------------------------------------------------------------------------------------------------
@@ -438,6 +464,8 @@ def recovery_region(e: UnexpectedInput, text: str, toks: list[Tok]) -> tuple[int
     if not isinstance(e, UnexpectedToken) or e.token.type == "$END":
         return None
     err = e.token.start_pos
+    if e.token.type == "LBRACE" and sum(t.text == "{" for t in toks) > sum(t.text == "}" for t in toks):
+        return err, err + 1  # a stray `{` (the file has one more `{` than `}`)
     kind, start = _context(e)
     if kind == "stmt" and str(e.token.value) in _ITEM_WORDS and e.token.column == 1:
         # a declaration begins inside a body: the one above is unfinished; drop it whole
@@ -518,17 +546,12 @@ def parse_errors(parse, first: UnexpectedInput, text: str, file: str) -> list[Di
         pos = error_offset(e)
         if pos <= last:
             break
-        if isinstance(e, UnexpectedCharacters) and e.line in lexer_lines:
-            pass  # one bad-character report per line
-        else:
-            d = diagnose(e, file, work, toks)
+        line = e.line if isinstance(e, UnexpectedCharacters) else getattr(getattr(e, "token", None), "line", None)
+        if line not in lexer_lines:  # after a bad character, the rest of its line is not worth more reports
+            diags.append(diagnose(e, file, work, toks))
             if isinstance(e, UnexpectedCharacters):
                 lexer_lines.add(e.line)
-            diags.append(d)
-        try:
-            region = recovery_region(e, work, toks)
-        except Exception:  # recovery is best effort; the errors found so far stand
-            region = None
+        region = recovery_region(e, work, toks)
         if region is None:
             break
         work, last = blank(work, *region), pos

@@ -50,16 +50,28 @@ class TrainConfig:
         out.update({k: v for k, v in params.items() if v is not None})
         for k, v in zip(names, args):
             out[k] = v
+        spans = {}
         for k, v, span in kwargs:
             if k not in params:
                 raise UserError(f"`{c.func}` has no argument `{k}`", span,
                                 did_you_mean(k, names) or f"signature: {c.func}({', '.join(names)})")
             out[k] = v
+            spans[k] = span
         for k, v in out.items():
+            if k in ("name", "kind"):
+                continue
             default = params.get(k)
-            if isinstance(default, (int, float)) and not isinstance(default, bool) and k != "name":
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise UserError(f"`{k}` of `{c.func}` must be a number, got {_show(v)}", c.span)
+            if isinstance(default, bool):
+                want, ok = "true or false", isinstance(v, bool)
+            elif isinstance(default, int):
+                want, ok = "an integer", isinstance(v, int) and not isinstance(v, bool)
+            elif isinstance(default, float):
+                want, ok = "a number", isinstance(v, (int, float)) and not isinstance(v, bool)
+            else:  # a path or directory
+                want, ok = "a string", isinstance(v, str)
+            if not ok:
+                raise UserError(f"`{k}` of `{c.func}` must be {want}, got {_show(v)}", spans.get(k, c.span),
+                                f"signature: {c.func}({', '.join(names)})")
         if kind == "data" and c.func in ("npz", "csv") and "path" not in out:
             raise UserError(f"`{c.func}` needs a `path`", c.span, f'e.g. {c.func}(path="data.{c.func}")')
         return out

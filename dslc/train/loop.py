@@ -30,6 +30,7 @@ from dslc.train.executor import Executor, ExecutorError
 from dslc.train.optim import OptimizerError, clip_grad_norm, make_optimizer, make_schedule
 
 CHECKPOINT_VERSION = 1
+PLOT_EVERY_S = 10.0   # the loss/metric plot is redrawn at most this often during training, and at the end
 
 
 class TrainError(Exception):
@@ -260,16 +261,17 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
     steps = [r for r in history if r.get("kind") == "step"]
     epochs = [r for r in history if r.get("kind") == "epoch"]
     ncols = 2 if metric_label else 1
+    mk_t, mk_v = ("o-", "s-") if len(epochs) <= 30 else ("-", "-")
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
     ax = axes[0][0]
     if steps:
         ax.plot([r["epoch_f"] for r in steps], [r["loss"] for r in steps], color="tab:blue", alpha=0.35, lw=1,
                 label="train (batches)")
     if epochs:
-        ax.plot([r["epoch"] for r in epochs], [r["loss"] for r in epochs], "o-", color="tab:blue", label="train")
+        ax.plot([r["epoch"] for r in epochs], [r["loss"] for r in epochs], mk_t, color="tab:blue", label="train")
         if any(r.get("val_loss") is not None for r in epochs):
             ax.plot([r["epoch"] for r in epochs if r.get("val_loss") is not None],
-                    [r["val_loss"] for r in epochs if r.get("val_loss") is not None], "s-", color="tab:orange",
+                    [r["val_loss"] for r in epochs if r.get("val_loss") is not None], mk_v, color="tab:orange",
                     label=val_name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -285,9 +287,9 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
             va = [(r["epoch"], r.get("val_" + metric_label)) for r in epochs
                   if r.get("val_" + metric_label) is not None]
             if tr:
-                ax.plot(*zip(*tr), "o-", color="tab:blue", label="train")
+                ax.plot(*zip(*tr), mk_t, color="tab:blue", label="train")
             if va:
-                ax.plot(*zip(*va), "s-", color="tab:orange", label=val_name)
+                ax.plot(*zip(*va), mk_v, color="tab:orange", label=val_name)
         ax.set_xlabel("epoch")
         ax.set_ylabel({"acc": "accuracy"}.get(metric_label, metric_label))
         ax.grid(alpha=0.3)
@@ -448,6 +450,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
               f"{opt.name} lr {opt.lr:g}, seed {s.seed}")
     interrupted = False
     last_eval: dict = {}
+    last_plot = time.perf_counter()
     with _Interrupt() as intr:
         while epoch < s.epochs and not interrupted:
             order = D.epoch_order(n_train, s.seed, epoch, s.shuffle)
@@ -513,12 +516,17 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             sums = {"loss": 0.0, "m": 0.0, "mc": 0, "n": 0, "time": 0.0}
             if artefacts:
                 checkpoint()
-                write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
+                now = time.perf_counter()
+                if epoch == s.epochs or now - last_plot > PLOT_EVERY_S:   # rendering costs ~0.1 s
+                    write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
+                    last_plot = now
 
     test = None
     if interrupted:
-        prog.line(f"stopped at epoch {epoch + 1}, step {step}; checkpoint saved to {ckpt_path} "
-                  f"(continue with --resume)")
+        if artefacts and history:
+            write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
+        prog.line(f"stopped at epoch {epoch + 1}, step {step}" + (f"; checkpoint saved to {ckpt_path} "
+                  f"(continue with --resume)" if artefacts else ""))
     else:
         if ds.test is not None and ds.val is not None:
             test = evaluate(exe, ds.test, metric, max(s.batch_size, 256))

@@ -23,15 +23,8 @@ class OptimizerError(ValueError):
 
 
 def _thread_budget() -> int:
-    """Threads the optimiser may use: 2 when 2+ cores are ours and no *_NUM_THREADS variable asks for 1."""
-    for var in ("DSLC_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        v = os.environ.get(var, "").strip()
-        if v.isdigit():
-            return max(1, min(int(v), 2))
-    try:
-        return min(len(os.sched_getaffinity(0)), 2)
-    except (AttributeError, OSError):
-        return min(os.cpu_count() or 1, 2)
+    from dslc.train.parallel import thread_budget
+    return thread_budget()
 
 
 _POOL = None

@@ -259,3 +259,33 @@ def test_errors():
     with pytest.raises(ExecutorError, match="has no loss"):
         Executor(noloss).loss_and_grads([np.zeros((1, 2), np.float32)], [])
     assert get("relu").forward is not None
+
+
+def test_batch_parallel_step_equals_the_whole_batch():
+    """Two halves on two threads (graphs whose ops never mix samples): same loss, gradients and metrics'
+    inputs as the whole batch in one piece, up to float rounding; float32; deterministic."""
+    from pathlib import Path
+    from dslc.train.executor import batch_separable
+    root = Path(__file__).resolve().parents[2] / "networks"
+    g = dslc.load(str(root / "lenet5.net")).graph
+    assert batch_separable(g)
+    assert not batch_separable(dslc.load(str(root / "resnet18.net")).graph)       # batchnorm
+    assert not batch_separable(_graph(FANOUT.replace("|> sigmoid", "|> dropout(0.5)")))
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 40)
+    one = Executor(g, seed=0, workers=1)
+    two = Executor(g, seed=0, workers=2)
+    if two.workers < 2:
+        pytest.skip("BLAS thread count cannot be controlled here: no batch-parallel mode")
+    l1, a1, g1 = one.loss_and_grads([x], [y])
+    l2, a2, g2 = two.loss_and_grads([x], [y])
+    assert two._split_ok
+    assert l2 == pytest.approx(l1, rel=1e-6)
+    np.testing.assert_allclose(a2[0], a1[0], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(a2[1], a1[1])
+    for k in g1:
+        assert g2[k].dtype == np.float32
+        np.testing.assert_allclose(g2[k], g1[k], rtol=1e-4, atol=1e-6)
+    l3, _a3, g3 = Executor(g, seed=0, workers=2).loss_and_grads([x], [y])
+    assert l3 == l2 and all(np.array_equal(g3[k], g2[k]) for k in g2)
