@@ -36,22 +36,29 @@ def init_weights(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
         elif kind == "ones":
             arr = np.ones(shape, np.float32)
         elif kind == "normal":
-            arr = rng.normal(0.0, float(arg or 0.02), shape)
+            arr = rng.standard_normal(shape, dtype=np.float32)
+            arr *= np.float32(arg or 0.02)
         elif kind == "uniform":
-            a = float(arg or 0.05)
-            arr = rng.uniform(-a, a, shape)
+            arr = _uniform(rng, shape, float(arg or 0.05))
         elif kind == "fan_in":
             fan_in = max(spec.fan_in, 1)
             fan_out = max(spec.fan_out, 1)
-            if scheme == "he":
-                arr = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-            else:
-                a = np.sqrt(6.0 / (fan_in + fan_out))
-                arr = rng.uniform(-a, a, shape)
+            # He (Kaiming) uniform keeps He's variance 2/fan_in; sampling uniform float32 directly is ~5x
+            # faster than normal float64, which dominates compile time for ResNet-50-sized models.
+            bound = np.sqrt(6.0 / fan_in) if scheme == "he" else np.sqrt(6.0 / (fan_in + fan_out))
+            arr = _uniform(rng, shape, float(bound))
         else:
             raise ValueError(f"unknown initializer {spec.init!r} for {name}")
         out[name] = np.ascontiguousarray(arr, dtype=np.float32)
     return out
+
+
+def _uniform(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
+    """U(-bound, bound) in float32 without a float64 intermediate."""
+    arr = rng.random(shape, dtype=np.float32)
+    arr *= np.float32(2 * bound)
+    arr -= np.float32(bound)
+    return arr
 
 
 def _umask() -> int:

@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from dslc.diagnostics import Diagnostics, Span, UserError
+from dslc.diagnostics import Diagnostics, UserError
 from dslc.frontend import ast as A
 from dslc.frontend.parser import parse
 from dslc.ops import registry
