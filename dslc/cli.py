@@ -41,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug in dslc, never the user's mistake: say so, without a traceback
+        import os
+        import traceback
+        if os.environ.get("DSLC_DEBUG"):
+            traceback.print_exc()
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"dslc: internal error: {type(e).__name__}: {e}\n"
+              f"  at {where.filename}:{where.lineno}; this is a bug in dslc, please report it "
+              f"(set DSLC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
