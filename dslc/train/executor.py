@@ -13,14 +13,18 @@ Only steps needed for the requested results run: the loss and what it depends on
 outputs (and the loss when targets are given) when evaluating. Backward visits only the steps that lie between a
 trainable weight and the loss. Weights are a dict `f"{node}.{key}" -> float32 array` (dslc.weights.init_weights);
 optimisers update them in place, so the plan's references stay valid (`set_weights` copies into them).
+
+Batch-parallel steps: for convolutional graphs whose ops never mix samples (`batch_separable`: no batchnorm, no
+dropout, losses that are means), a training step runs the two halves of the batch on two threads with BLAS held
+at one thread, and averages the halves' losses and gradients (see docs/training.md, BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import networkx as nx
 import numpy as np
@@ -95,7 +99,6 @@ class Plan:
     output_slots: dict[str, int]
     loss_slot: int | None
     loss_input_slots: tuple[int, ...] = ()                    # the loss node's operands (prediction, target)
-    backward_steps: list[Step] = field(default_factory=list)  # reversed, only those with backward=True
 
 
 class Executor:
@@ -128,6 +131,7 @@ class Executor:
         # thread meanwhile; workers=1 keeps every step in one piece
         self.workers = (thread_budget() if workers is None else max(1, int(workers))) if can_control_blas() else 1
         self._split_ok: bool | None = None
+        self.split_parts = 2
         self._pool = None
         self._half_ctx = None
         self._gbuf: dict[str, np.ndarray] = {}
@@ -217,7 +221,6 @@ class Executor:
             output_slots={name: slots[o] for name, o in outputs.items()},
             loss_slot=slots[tuple(loss)] if use_loss else None,
             loss_input_slots=tuple(slots[tuple(i)] for i in g.nodes[loss[0]]["inputs"]) if use_loss else (),
-            backward_steps=[s for s in reversed(steps) if s.backward],
         )
 
     # ---------------------------------------------------------------- running
@@ -370,15 +373,16 @@ class Executor:
         return list(given)[:len(specs)]
 
     def _loss_and_grads_split(self, plan: Plan, inputs, targets, training: bool, n: int):
-        """Two halves of the batch at once, each on one thread with single-threaded BLAS; the graph has no op
-        that mixes samples (batch_separable), every loss is a mean over the batch, so the step's loss and
-        gradients are the halves' averaged with weights n_i / n. Deterministic for a given batch size."""
+        """The batch in `split_parts` contiguous chunks, run by two threads at once (chunks 0, 2, ... and 1, 3,
+        ...), each with single-threaded BLAS; the graph has no op that mixes samples (batch_separable) and every
+        loss is a mean over the batch, so the step's loss and gradients are the chunks' averaged with weights
+        n_i / n. Smaller chunks also keep each one's intermediates in cache. Deterministic for a batch size."""
         from dslc.train.parallel import blas_threads
-        xs = self._as_list(plan.feed_slots, inputs)
-        ys = self._as_list(plan.target_slots, targets)
-        h = n // 2
-        halves = [([np.asarray(a)[:h] for a in xs], [np.asarray(a)[:h] for a in ys]),
-                  ([np.asarray(a)[h:] for a in xs], [np.asarray(a)[h:] for a in ys])]
+        xs = [np.asarray(a) for a in self._as_list(plan.feed_slots, inputs)]
+        ys = [np.asarray(a) for a in self._as_list(plan.target_slots, targets)]
+        parts = max(2, min(self.split_parts, n // SPLIT_MIN_ROWS))
+        bounds = [n * i // parts for i in range(parts + 1)]
+        chunks = [([a[lo:hi] for a in xs], [a[lo:hi] for a in ys]) for lo, hi in zip(bounds, bounds[1:])]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-exec")
@@ -386,31 +390,37 @@ class Executor:
         for c in self._half_ctx:
             c.training = training
 
-        def run(k):
-            c = self._half_ctx[k]
-            return self._backward(plan, c, *self._forward(plan, c, halves[k][0], halves[k][1], keep=True))
+        def run(t):
+            c = self._half_ctx[t]
+            return [self._backward(plan, c, *self._forward(plan, c, chunks[k][0], chunks[k][1], keep=True))
+                    for k in range(t, parts, 2)]
         with blas_threads(1):
             fut = self._pool.submit(run, 1)
             try:
                 r0 = run(0)
             finally:
                 r1 = fut.result()
-        (l0, a0, g0), (l1, a1, g1) = r0, r1
-        w0, w1 = h / n, (n - h) / n
-        loss = l0 * w0 + l1 * w1
-        aux = [np.concatenate([p, q]) if np.ndim(p) else p for p, q in zip(a0, a1)]
+        results = [None] * parts
+        results[0::2], results[1::2] = r0, r1
+        ws = [(hi - lo) / n for lo, hi in zip(bounds, bounds[1:])]
+        loss = sum(r[0] * w for r, w in zip(results, ws))
+        aux = [np.concatenate([r[1][i] for r in results]) if np.ndim(results[0][1][i]) else results[0][1][i]
+               for i in range(len(results[0][1]))]
         grads = {}
-        for name, ga in g0.items():
+        equal = len(set(ws)) == 1
+        for name in results[0][2]:
             buf = self._gbuf.get(name)
             if buf is None:
                 buf = self._gbuf[name] = np.empty_like(self.weights[name])
-            gb = g1[name]
-            if w0 == w1:
-                np.add(ga, gb, out=buf)
-                buf *= 0.5
+            if equal:
+                np.add(results[0][2][name], results[1][2][name], out=buf)
+                for r in results[2:]:
+                    buf += r[2][name]
+                buf *= ws[0]
             else:
-                np.multiply(ga, w0, out=buf)
-                buf += gb * w1
+                np.multiply(results[0][2][name], ws[0], out=buf)
+                for r, w in zip(results[1:], ws[1:]):
+                    buf += r[2][name] * w
             grads[name] = buf
         return float(loss), aux, grads
 
@@ -461,19 +471,3 @@ def batch_separable(g) -> bool:
 def _weight_names(g):
     from dslc import ir
     return ir.weight_names(g)
-
-
-def numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-3, idx: Sequence | None = None):
-    """Central finite differences of scalar f() w.r.t. entries of arr (in float64 arithmetic on f's output)."""
-    flat = arr.reshape(-1)
-    idx = range(flat.size) if idx is None else idx
-    out = {}
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        out[i] = (fp - fm) / (2 * eps)
-    return out

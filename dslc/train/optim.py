@@ -9,7 +9,6 @@ through `state_dict()` / `load_state_dict()` as plain arrays and numbers (checkp
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 

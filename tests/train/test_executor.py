@@ -289,3 +289,8 @@ def test_batch_parallel_step_equals_the_whole_batch():
         np.testing.assert_allclose(g2[k], g1[k], rtol=1e-4, atol=1e-6)
     l3, _a3, g3 = Executor(g, seed=0, workers=2).loss_and_grads([x], [y])
     assert l3 == l2 and all(np.array_equal(g3[k], g2[k]) for k in g2)
+    lo, _ao, go = one.loss_and_grads([x[:37]], [y[:37]])          # unequal halves: weighted average
+    lt, at, gt = two.loss_and_grads([x[:37]], [y[:37]])
+    assert lt == pytest.approx(lo, rel=1e-6) and at[0].shape == (37, 10)
+    for k in go:
+        np.testing.assert_allclose(gt[k], go[k], rtol=1e-4, atol=1e-6)

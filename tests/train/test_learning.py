@@ -51,15 +51,22 @@ def test_nonseparable_set_needs_the_hidden_layer():
 @pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found (set DSLC_DATA_DIR; expected "
                                                 "$DSLC_DATA_DIR/mnist/t10k-images-idx3-ubyte.gz)")
 def test_lenet5_on_mnist_and_its_onnx_model(tmp_path):
-    out = tmp_path / "lenet5.onnx"
-    # seed 1: with seed 0 this recipe lands at 96.50 %, right on the bar (PyTorch, same recipe, seeds 0-2:
-    # 96.9-97.8 %); what is tested is the recipe, not one lucky initialisation
-    r = dslc.train(NETWORKS / "lenet5.net", output=out, seed=1)
+    # The last epoch of constant-rate Adam moves test accuracy by about +-1 % from seed to seed (seeds 0-3 end
+    # at 95.4 / 97.0 / 96.8 / 97.5 %), so the recipe is judged on the median of three seeds, not on a chosen one.
+    runs = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"seed{seed}" / "lenet5.onnx"
+        runs.append(dslc.train(NETWORKS / "lenet5.net", output=out, seed=seed))
+    accs = sorted(r.test["acc"] for r in runs)
+    assert accs[1] >= 0.965, accs
+    assert accs[0] >= 0.95, accs
+    r = next(r for r in runs if r.test["acc"] == accs[1])
+    out = tmp_path / f"seed{r.settings.seed}" / "lenet5.onnx"
+    tmp_path = out.parent
     assert r.settings.epochs == 5 and r.settings.batch_size == 64
     assert r.settings.optimizer["name"] == "adam" and r.settings.optimizer["lr"] == 1e-3
     assert len(r.dataset.train) == 8000 and len(r.dataset.test) == 2000
     acc = r.test["acc"]
-    assert acc >= 0.965, r.history
     # the exported model: evaluation-mode graph with the trained weights
     import onnx
     model = onnx.load(str(out))
