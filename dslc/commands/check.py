@@ -26,8 +26,9 @@ def run(args) -> int:
         try:
             prog = load(path, network=args.network)
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            print(f"dslc: error: cannot read {path}: {e.__class__.__name__.replace('Error', '').lower() or 'error'}"
-                  f" ({e.strerror or e})", file=sys.stderr)
+            why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
+                   PermissionError: "permission denied"}[type(e)]
+            print(f"dslc: error: cannot read {path}: {why}", file=sys.stderr)
             status = max(status, 2)
             continue
         except UnicodeDecodeError:
