@@ -111,7 +111,7 @@ class ServeApp:
             m.state = "ready"
             for note in m.notes:
                 log(f"model '{m.name}': {note}")
-            log(m.summary())
+            log(m.summary() + ("; lone requests run inline" if m.batcher.inline else ""))
         log(f"ready: {len(all_models)} model(s)")
 
     # ------------------------------------------------------------------------------------------------ HTTP

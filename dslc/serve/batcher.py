@@ -12,6 +12,17 @@ Scheduling (all on the event loop thread, driven by arrivals, timers and complet
   bare thread + SimpleQueue + call_soon_threadsafe is the cheapest hand-off there is (a concurrent.futures pool
   adds a Future, a lock and a callback per execution, measurable at concurrency 1).
 * max_batch_size <= 1 (or dynamic batching off) sends each request alone through the same slots.
+
+Inline execution (the idle fast path): when a request arrives while nothing is pending or executing for its
+model, the hand-off to a worker thread and back (a queue put, a thread wake-up, a call_soon_threadsafe wake-up
+of the loop: ~70 us of latency) costs more than a small model's whole session.run.  So the batcher, instead of
+handing the request over at once, schedules one flush with call_soon: request handlers that are already ready to
+run on the loop (other connections' requests read in the same I/O pass) still join the queue before it.  If the
+flush finds exactly that one request, and still nothing executing, it runs the execution right there on the loop
+thread; otherwise it dispatches the queue as usual, so concurrent requests are batched exactly as before.  The
+inline execution goes through the same _execute/_finish code (stats, metrics, errors to that request only).  It
+is used only with no queue delay and for models whose batch-1 run measured at warm-up is under
+INLINE_MAX_MS (model.run1_ms), since it blocks the loop while it runs.
 """
 from __future__ import annotations
 
@@ -22,6 +33,8 @@ import time
 from collections import deque
 
 import numpy as np
+
+INLINE_MAX_MS = 1.0     # run a lone request on the loop thread only when a batch-1 run takes less than this
 
 
 class _Pending:
@@ -61,17 +74,41 @@ class Batcher:
         self._timer = None
         self._timer_at = None
         self.executions = 0
+        run1_ms = getattr(model, "run1_ms", None)
+        self.inline = self.delay == 0 and run1_ms is not None and run1_ms < INLINE_MAX_MS
+        self.inline_executions = 0
+        self._flush_armed = False
 
     # ---------------------------------------------------------------------------------------------- requests
 
     def submit(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future:
         """Queue one request; the future resolves to (outputs dict, queue seconds)."""
         fut = self.loop.create_future()
-        now = self.loop.time()
+        deadline = self.loop.time() + self.delay if self.delay else 0.0   # read only when there is a delay
         key = tuple((a.shape[1:], a.dtype.str) for a in inputs.values()) if self.max_rows else None
-        self.pending.append(_Pending(key, inputs, rows, fut, time.perf_counter(), now + self.delay))
+        self.pending.append(_Pending(key, inputs, rows, fut, time.perf_counter(), deadline))
+        if self.inline and self.slots == self.model.instances:
+            # idle model: decide after the handlers already ready on the loop have queued their requests
+            if not self._flush_armed:
+                self._flush_armed = True
+                self.loop.call_soon(self._flush)
+            return fut
         self._dispatch()
         return fut
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        if len(self.pending) == 1 and self.slots == self.model.instances:
+            batch = [self.pending.popleft()]
+            self.slots -= 1
+            self.inline_executions += 1
+            try:
+                result, exc = self._execute(batch), None
+            except Exception as e:  # noqa: BLE001 - handed to the request's future, as from a worker
+                result, exc = None, e
+            self._finish(batch, result, exc)
+        else:
+            self._dispatch()
 
     # ------------------------------------------------------------------------------------------- scheduling
 

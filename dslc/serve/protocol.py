@@ -259,10 +259,17 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
     return InferRequest(rid, inputs, outputs, batch)
 
 
-def encode_infer_response(model_name: str, version: str, request_id: str | None,
-                          outputs: list[tuple[str, bool]], results: dict[str, np.ndarray],
-                          datatypes: dict[str, str]) -> tuple[bytes, int | None]:
-    """Body bytes and, when some output went binary, the JSON header length for Inference-Header-Content-Length."""
+# JSON fragments of the response header, built once per model and per output: the header is assembled from
+# them with string joins instead of a json.dumps of a fresh dict per request (the same bytes, a few µs less).
+_PREFIX: dict[tuple[str, str], str] = {}
+_ENTRY: dict[tuple[str, str], str] = {}
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _reference_encode(model_name: str, version: str, request_id: str | None, outputs: list[tuple[str, bool]],
+                      results: dict[str, np.ndarray], datatypes: dict[str, str]) -> tuple[bytes, int | None]:
+    """The plain definition of the response bytes (json.dumps of the whole dict); the tests hold
+    encode_infer_response to it."""
     entries = []
     chunks = []
     for name, binary in outputs:
@@ -283,3 +290,44 @@ def encode_infer_response(model_name: str, version: str, request_id: str | None,
     if not chunks:
         return head, None
     return b"".join([head, *chunks]), len(head)
+
+
+def encode_infer_response(model_name: str, version: str, request_id: str | None,
+                          outputs: list[tuple[str, bool]], results: dict[str, np.ndarray],
+                          datatypes: dict[str, str]) -> tuple[bytes, int | None]:
+    """Body bytes and, when some output went binary, the JSON header length for Inference-Header-Content-Length."""
+    prefix = _PREFIX.get((model_name, version))
+    if prefix is None:
+        prefix = _PREFIX[(model_name, version)] = f'{{"model_name":{_dumps(model_name)},"model_version":{_dumps(version)}'
+    parts = [prefix]
+    if request_id is not None:
+        parts.append(',"id":')
+        parts.append(_dumps(request_id))
+    parts.append(',"outputs":[')
+    chunks = []
+    first = True
+    for name, binary in outputs:
+        arr = results[name]
+        dt = datatypes[name]
+        frag = _ENTRY.get((name, dt))
+        if frag is None:
+            frag = _ENTRY[(name, dt)] = f'{{"name":{_dumps(name)},"datatype":{_dumps(dt)},"shape":['
+        if not first:
+            parts.append(",")
+        first = False
+        parts.append(frag)
+        parts.append(",".join([str(d) for d in arr.shape]))
+        if binary:
+            raw = arr.tobytes()     # C order whatever the array's layout, like ascontiguousarray(arr).tobytes()
+            parts.append('],"parameters":{"binary_data_size":%d}}' % len(raw))
+            chunks.append(raw)
+        else:
+            parts.append('],"data":')
+            parts.append(_dumps(arr.ravel().tolist()))
+            parts.append("}")
+    parts.append("]}")
+    head = "".join(parts).encode()
+    if not chunks:
+        return head, None
+    chunks.insert(0, head)
+    return b"".join(chunks), len(head)

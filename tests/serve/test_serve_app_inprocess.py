@@ -118,3 +118,19 @@ def test_internal_error_is_a_json_500_and_serving_goes_on(monkeypatch, capfd):
     assert app.accepted == app.answered == 2
     assert m.mmetrics.failures == {500: 1} and m.mmetrics.inflight.value == 0
     assert "Traceback" in capfd.readouterr().err
+
+
+def test_response_encoding_equals_the_plain_json_dumps_definition():
+    import numpy as np
+    from dslc.serve.protocol import _reference_encode, encode_infer_response
+    rng = np.random.default_rng(0)
+    results = {"y": rng.standard_normal((2, 3)).astype(np.float32), "idx": np.array([[1, -2]], np.int64),
+               "b": np.array([True, False]), "s": np.float64(np.nan) * np.ones(()),
+               "t": np.asfortranarray(rng.standard_normal((3, 2)))}
+    dts = {"y": "FP32", "idx": "INT64", "b": "BOOL", "s": "FP64", "t": "FP64"}
+    for rid in (None, "", "req-1", 'quote" and \\ and é and \u2028'):
+        for outputs in ([("y", True)], [("y", False)], [("y", False), ("idx", True), ("b", False)],
+                        [("s", False), ("t", True)], [("t", False), ("b", True), ("y", True)], []):
+            for name, version in (("lenet", "1"), ("mödel \"x\"", "v2")):
+                want = _reference_encode(name, version, rid, outputs, results, dts)
+                assert encode_infer_response(name, version, rid, outputs, results, dts) == want

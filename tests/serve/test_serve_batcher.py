@@ -170,3 +170,110 @@ def test_execution_error_reaches_every_request_of_the_batch_and_batcher_survives
     res, ok = _run(main())
     assert all(isinstance(r, ExecutionError) and "nan!" in str(r) for r in res)
     assert np.all(ok["y"] == 6)
+
+
+# ------------------------------------------------------------------------------------- inline (idle fast path)
+
+class ThreadRecordingModel(FakeModel):
+    """A FakeModel whose warm-up measured a fast batch-1 run (so lone requests may run inline), recording the
+    thread of every execution."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.run1_ms = 0.01
+        self.threads: list[str] = []
+
+    def run(self, feed):
+        self.threads.append(threading.current_thread().name)
+        return super().run(feed)
+
+
+def test_lone_request_runs_inline_on_the_loop_thread():
+    m = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        assert b.inline
+        res = [await b.submit(_x(v), 1) for v in range(3)]     # one at a time: each finds the model idle
+        n = b.inline_executions
+        b.close()
+        return res, n
+
+    res, n = _run(main())
+    assert n == 3 and m.calls == [1, 1, 1]
+    assert m.threads == [threading.main_thread().name] * 3
+    assert m.stats.execution_count == 3 and m.stats.inference_count == 3 and m.stats.queue_count == 3
+    for v, r in enumerate(res):
+        np.testing.assert_array_equal(r["y"], _x(v)["x"] + 1)
+
+
+def test_requests_arriving_together_are_still_batched_on_the_worker():
+    m = ThreadRecordingModel(max_batch_size=16, delay_ms=0)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        res = await asyncio.gather(*(b.submit(_x(v), 1) for v in range(10)))
+        n = b.inline_executions
+        b.close()
+        return res, n
+
+    res, n = _run(main())
+    assert n == 0 and m.calls == [10]
+    assert m.threads[0].startswith("dslc-fake-")
+    assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(10)]
+
+
+def test_inline_error_reaches_only_its_request():
+    m = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        with pytest.raises(ExecutionError, match="nan!"):
+            await b.submit({"x": np.full((1, 3), np.nan, np.float32)}, 1)
+        ok = await b.submit(_x(5), 1)
+        n = b.inline_executions
+        b.close()
+        return ok, n
+
+    ok, n = _run(main())
+    assert n == 2 and np.all(ok["y"] == 6)
+
+
+def test_no_inline_with_queue_delay_or_slow_or_unmeasured_model():
+    async def main():
+        loop = asyncio.get_running_loop()
+        slow = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
+        slow.run1_ms = 5.0
+        flags = []
+        for m in (ThreadRecordingModel(max_batch_size=8, delay_ms=1), slow, FakeModel(max_batch_size=8)):
+            b = Batcher(m, loop)
+            flags.append(b.inline)
+            b.close()
+        return flags
+
+    assert _run(main()) == [False, False, False]
+
+
+def test_inline_and_batched_answers_are_identical_on_a_real_model():
+    from dslc.serve.model import ServedModel
+    from serve_helpers import lenet_input, serve_models
+    m = ServedModel("lenet", "1", serve_models.lenet().SerializeToString(), max_batch_size=16)
+    m.load()
+    assert m.run1_ms is not None and m.run1_ms < 1.0
+    xs = [lenet_input(s) for s in range(6)]
+
+    async def main():
+        b = Batcher(m, asyncio.get_running_loop())
+        alone = [await b.submit({"x": x}, 1) for x in xs]                    # each inline
+        n_inline = b.inline_executions
+        together = await asyncio.gather(*(b.submit({"x": x}, 1) for x in xs))   # one batch of 6
+        b.close()
+        return alone, together, n_inline, b.inline_executions
+
+    alone, together, n1, n2 = _run(main())
+    assert n1 == 6 and n2 == 6
+    assert m.stats.batches[6][0] == 1
+    for a, t in zip(alone, together):
+        assert set(a) == set(t)
+        for k in a:
+            np.testing.assert_allclose(a[k], t[k], rtol=1e-5, atol=1e-6)

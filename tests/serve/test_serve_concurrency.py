@@ -62,8 +62,47 @@ def _stats(url: str, model: str) -> dict:
         return json.loads(r.read())["model_stats"][0]
 
 
+@pytest.fixture(scope="module")
+def server_no_delay(model_dir):
+    """Queue delay 0: a request that finds its model idle runs inline on the event loop thread (the idle fast
+    path), and requests that arrive together must still be batched on the worker."""
+    from serve_helpers import ServerProcess
+    s = ServerProcess([str(model_dir / f"{n}.onnx") for n in ("lenet", "two_io", "fixed", "varlen")] + [
+                       "--max-batch-size", "16", "--max-queue-delay-ms", "0"])
+    try:
+        yield s.wait_ready()
+    finally:
+        s.stop()
+
+
+def _metric(url: str, name: str, model: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {model} not in /metrics")
+
+
 @pytest.mark.timeout(180)
-def test_64_clients_50_requests(server, ref):
+@pytest.mark.parametrize("which", ["queue_delay_2ms", "queue_delay_0"])
+def test_64_clients_50_requests(which, request, ref):
+    server = request.getfixturevalue("server" if which == "queue_delay_2ms" else "server_no_delay")
+    if which == "queue_delay_0":
+        assert "lone requests run inline" in server.output
+        # sequential requests find the model idle: the inline path answers them, same as onnxruntime
+        for s in range(3):
+            x = np.random.default_rng(s).standard_normal((1, 1, 28, 28)).astype(np.float32)
+            body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                           "data": x.ravel().tolist()}]}).encode()
+            with urllib.request.urlopen(urllib.request.Request(f"{server.url}/v2/models/lenet/infer", body),
+                                        timeout=10) as r:
+                got = json.loads(r.read())["outputs"]
+            want = ref("lenet", {"x": x})
+            for o in got:
+                np.testing.assert_array_equal(np.array(o["data"], np.float32).reshape(o["shape"]), want[o["name"]])
+    batch_sum0 = _metric(server.url, "dslc_batch_size_sum", "lenet")
+    batch_n0 = _metric(server.url, "dslc_batch_size_count", "lenet")
     before = _stats(server.url, "lenet")
     results: dict = {}
     errors: list = []
@@ -102,4 +141,7 @@ def test_64_clients_50_requests(server, ref):
     assert served == sum(1 for k in results if _request(*k)[0] == "lenet")
     # dynamic batching really merged requests (many fewer executions than requests)
     assert executions < served, (executions, served)
+    rows = _metric(server.url, "dslc_batch_size_sum", "lenet") - batch_sum0
+    runs = _metric(server.url, "dslc_batch_size_count", "lenet") - batch_n0
+    assert runs == executions and rows / runs > 1.0, (rows, runs)   # mean batch > 1 from /metrics
     print(f"\n{CLIENTS * REQUESTS} requests in {elapsed:.1f}s; lenet: {served} requests in {executions} executions")
