@@ -10,7 +10,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from dslc.diagnostics import Diagnostics
+from dslc.diagnostics import Diagnostics, Span, did_you_mean
 
 
 @dataclass
@@ -78,13 +78,11 @@ def parse_modules(prog: Program, path, text):
 
 
 def elaborate_networks(prog: Program, module, modules, network: str | None, params: dict | None) -> None:
-    from dslc.diagnostics import did_you_mean
     from dslc.frontend.elaborate import Elaborator
     nets = module.networks
     if not nets:
-        prog.diagnostics.error("this file defines no network", None,
+        prog.diagnostics.error("this file defines no network", _file_span(prog.path),
                                "a file with only blocks is a library: import it from a network file")
-        prog.diagnostics.items[-1].span = _file_span(prog.path)
         return
     if network is not None and network not in {n.name for n in nets}:
         prog.diagnostics.error(f"no network named `{network}` in this file", _file_span(prog.path),
@@ -124,5 +122,4 @@ def _assign_trains(prog: Program, module) -> dict:
 
 
 def _file_span(path):
-    from dslc.diagnostics import Span
     return Span(str(path), 1, 1)

@@ -18,6 +18,8 @@ network's compile-time parameters).
 """
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 
 from dslc.diagnostics import Span
@@ -72,11 +74,4 @@ def weight_names(g: nx.DiGraph) -> list[tuple[str, str, object]]:
 
 
 def trainable_params(g: nx.DiGraph) -> int:
-    total = 0
-    for _, _, spec in weight_names(g):
-        if spec.trainable:
-            n = 1
-            for d in spec.shape:
-                n *= d
-            total += n
-    return total
+    return sum(math.prod(spec.shape) for _, _, spec in weight_names(g) if spec.trainable)

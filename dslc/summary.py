@@ -1,6 +1,7 @@
 """The summary table of `dslc check`: hierarchical name, op, output shape, params, MACs; totals."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -30,13 +31,6 @@ class Summary:
     outputs: dict
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def node_macs(g: nx.DiGraph, n: str) -> int:
     data = g.nodes[n]
     op = registry.get(data["op"])
@@ -56,8 +50,8 @@ def summarize(g: nx.DiGraph, depth: int | None = None) -> Summary:
         data = g.nodes[n]
         if data["role"] != "model" or data["op"] == "input":
             continue
-        p_train = sum(_numel(s.shape) for s in data["weights"].values() if s.trainable)
-        p_all = sum(_numel(s.shape) for s in data["weights"].values())
+        p_train = sum(math.prod(s.shape) for s in data["weights"].values() if s.trainable)
+        p_all = sum(math.prod(s.shape) for s in data["weights"].values())
         m = node_macs(g, n)
         trainable += p_train
         total += p_all

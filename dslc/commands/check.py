@@ -25,9 +25,9 @@ def run(args) -> int:
     for path in args.files:
         try:
             prog = load(path, network=args.network)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        except OSError as e:  # also e.g. a name too long: the user's path, not a bug in dslc
             why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
-                   PermissionError: "permission denied"}[type(e)]
+                   PermissionError: "permission denied"}.get(type(e)) or (e.strerror or str(e)).lower()
             print(f"dslc: error: cannot read {path}: {why}", file=sys.stderr)
             status = max(status, 2)
             continue
@@ -74,14 +74,14 @@ def print_program(prog, depth) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dslc.summary import human, human_bytes
+    from dslc.summary import human, human_bytes, summarize
     console = Console(highlight=False)
     if prog.doc:
         console.print(prog.doc, markup=False)
         console.print()
     for name in prog.networks:
         g = prog.networks[name]
-        s = _summary(g, depth)
+        s = summarize(g, depth)
         table = Table(title=f"network {name}", title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("name", no_wrap=True)
         table.add_column("op")
@@ -98,8 +98,3 @@ def print_program(prog, depth) -> None:
         console.print(f"trainable params {s.trainable_params:,}   MACs (batch 1) {human(s.macs)}   "
                       f"parameter memory {human_bytes(s.param_bytes)}", markup=False)
         console.print()
-
-
-def _summary(g, depth):
-    from dslc.summary import summarize
-    return summarize(g, depth)

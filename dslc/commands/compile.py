@@ -26,7 +26,8 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from dslc.lowering.errors import LoweringError, ProgramErrors, WeightsMismatch
+    from dslc.lowering.compile import compile_graph, load_program
+    from dslc.lowering.errors import report
 
     t0 = time.perf_counter()
     src = Path(args.file)
@@ -35,34 +36,20 @@ def run(args) -> int:
         print(f"dslc: error: weights file {args.weights} not found", file=sys.stderr)
         return 2
     try:
-        from dslc.lowering.compile import compile_graph, load_program
         prog, g = load_program(src, args.network)
-        if prog.diagnostics.items:
-            print(prog.diagnostics.render_all(), file=sys.stderr)   # warnings
+    except Exception as e:  # noqa: BLE001 - report() re-raises what is not the user's
+        return report(e, src)
+    if prog.diagnostics.items:
+        print(prog.diagnostics.render_all(), file=sys.stderr)   # warnings
+    try:
         model, info = compile_graph(g, weights=args.weights, batch=args.batch, opset=args.opset,
                                     fold_bn=args.fold_bn, seed=args.seed, materialize=False, output=out)
-        files = info.files
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
-               PermissionError: "permission denied"}[type(e)]
-        print(f"dslc: error: cannot read {e.filename or src}: {why}", file=sys.stderr)
+    except OSError as e:   # the weights file's problems come as WeightsMismatch: this is writing `out`
+        print(f"dslc: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
         return 2
-    except UnicodeDecodeError:
-        print(f"dslc: error: {src} is not a UTF-8 text file", file=sys.stderr)
-        return 2
-    except ProgramErrors as e:
-        print(e.program.diagnostics.render_all(), file=sys.stderr)
-        return 1
-    except WeightsMismatch as e:
-        print(f"dslc: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"dslc: error: {e}", file=sys.stderr)
-        return 2
-    except LoweringError as e:
-        print(f"dslc: {e}\nThis is a bug in dslc, not in your program: please report it with the .net file.",
-              file=sys.stderr)
-        return 3
+    except Exception as e:  # noqa: BLE001
+        return report(e, src)
+    files = info.files
     if not args.quiet:
         g = info.g  # with --batch: the graph with the batch dim bound
         n_nodes = len(model.graph.node)

@@ -60,7 +60,12 @@ def run(args) -> int:
     cfg = triton.model_config(name, m.inputs, m.outputs, m.max_batch_size,
                               queue_delay_us=int(round(args.max_queue_delay_ms * 1000)),
                               instances=args.instances, gpu=args.gpu)
-    cfg_path, model_path = triton.write_model(args.repository, name, data, cfg, version=args.version)
+    try:
+        cfg_path, model_path = triton.write_model(args.repository, name, data, cfg, version=args.version)
+    except OSError as e:
+        print(f"dslc export-triton: error: cannot write into {args.repository}: {e.strerror or e}"
+              f"{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
+        return 2
     print(f"wrote {cfg_path}")
     print(f"wrote {model_path}")
     return 0

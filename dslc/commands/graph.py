@@ -51,6 +51,10 @@ def run(args) -> int:
         return 0
     out = Path(args.output) if args.output else Path(src.stem + "." + fmt)
     from dslc.weights import atomic_write_bytes
-    atomic_write_bytes(out, text.encode())
+    try:
+        atomic_write_bytes(out, text.encode())
+    except OSError as e:
+        print(f"dslc: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}: network {prog.network}, {fmt}")
     return 0

@@ -32,7 +32,8 @@ def run(args) -> int:
 
     path = Path(args.model)
     if not path.is_file():
-        print(f"dslc: error: cannot read {path}: no such file", file=sys.stderr)
+        why = "it is a directory" if path.is_dir() else "no such file"
+        print(f"dslc: error: cannot read {path}: {why}", file=sys.stderr)
         return 2
     try:
         dims = _parse_pairs(args.dim, "--dim", int)
@@ -75,7 +76,11 @@ def run(args) -> int:
         written = []
         for name, y in zip(names, outs):
             target = out_dir / (_safe(name) + ".npy")
-            _save_npy(target, np.asarray(y))
+            try:
+                _save_npy(target, np.asarray(y))
+            except OSError as e:
+                print(f"dslc: error: cannot write {target}: {e.strerror or e}", file=sys.stderr)
+                return 2
             written.append(str(target))
         print(f"saved {', '.join(written)}")
     return 0
@@ -83,36 +88,24 @@ def run(args) -> int:
 
 def _load_model(args, path):
     """The serialized model / path for onnxruntime, or an exit code after printing why not."""
-    import sys
     from pathlib import Path
     if path.suffix == ".onnx":
         return str(path)
-    from dslc.lowering.errors import LoweringError, ProgramErrors, WeightsMismatch
+    from dslc.lowering.compile import compile_graph, load_program
+    from dslc.lowering.errors import report
     try:
-        from dslc.lowering.compile import compile_graph, load_program
         _prog, g = load_program(path, args.network)
         model, info = compile_graph(g, weights=args.weights, seed=args.seed, materialize=False)
-        if info.data is None:   # past 2 GB: onnxruntime reads it from files
-            import tempfile
-
-            from dslc.lowering.save import save_model
-            path = Path(tempfile.mkdtemp(prefix="dslc-run-")) / "model.onnx"
-            save_model(model, path, arrays=info.arrays)
-            return str(path)
+    except Exception as e:  # noqa: BLE001 - report() re-raises what is not the user's
+        return report(e, path)
+    if info.data is not None:
         return info.data
-    except UnicodeDecodeError:
-        print(f"dslc: error: {path} is not a UTF-8 text file (give a .onnx model or a .net file)", file=sys.stderr)
-        return 2
-    except ProgramErrors as e:
-        print(e.program.diagnostics.render_all(), file=sys.stderr)
-        return 1
-    except (WeightsMismatch, ValueError, FileNotFoundError) as e:
-        print(f"dslc: error: {e}", file=sys.stderr)
-        return 2
-    except LoweringError as e:
-        print(f"dslc: {e}\nThis is a bug in dslc, not in your program: please report it with the .net file.",
-              file=sys.stderr)
-        return 3
+    import tempfile   # past 2 GB: onnxruntime reads it from files
+
+    from dslc.lowering.save import save_model
+    path = Path(tempfile.mkdtemp(prefix="dslc-run-")) / "model.onnx"
+    save_model(model, path, arrays=info.arrays)
+    return str(path)
 
 
 def _parse_pairs(items, flag, conv):

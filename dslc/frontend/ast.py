@@ -88,7 +88,7 @@ class Repeat(Node):
     start: Any  # expr (None when a plain count is given)
     stop: Any  # expr: the end of the range, or the count
     alias: str | None
-    stages: list  # list of Call
+    stages: list  # Call or nested Repeat, in pipeline order
 
 
 # ---- statements ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ that would only follow from it, so independent mistakes are all reported in one 
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -129,12 +130,6 @@ class Frame:
     train: TrainConfig | None = None
 
 
-@dataclass
-class NetworkResult:
-    graph: nx.DiGraph
-    ok: bool
-
-
 class Elaborator:
     MAX_DEPTH = 64  # nested block calls
     MAX_NODES = 100_000  # nodes per network: beyond this a repeat count is surely a mistake
@@ -188,7 +183,7 @@ class Elaborator:
         if train is not None:
             self.elaborate_train(train, frame)
         self.report_unused(frame.env)
-        self.check_reachability(net)
+        self.check_reachability()
         return g
 
     def collect_outputs(self, net: A.BlockDef, frame: Frame) -> None:
@@ -421,8 +416,7 @@ class Elaborator:
             raise UserError("tensors cannot be compared at compile time", e.span,
                             "compare shapes instead, e.g. `x.shape[1] != c`")
         try:
-            return {"==": a == b, "!=": a != b}[e.op] if e.op in ("==", "!=") else \
-                {"<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b}[e.op]()
+            return _COMPARE[e.op](a, b)
         except TypeError:
             raise UserError(f"cannot compare {describe(a)} with {describe(b)}", e.span,
                             SYMBOLIC_HINT if isinstance(a, SymDim) or isinstance(b, SymDim) else None) from None
@@ -536,6 +530,10 @@ class Elaborator:
         if stop - start > 10000:
             raise UserError(f"repeat of {stop - start} iterations is too many (at most 10000)", rep.span)
         base = rep.alias or "repeat"
+        # a repeat of one unnamed block call names each iteration's layers directly under repeat<k>
+        single_block = (len(rep.stages) == 1 and isinstance(rep.stages[0], A.Call)
+                        and rep.stages[0].alias is None
+                        and self.modules.find_block(frame.module, rep.stages[0].func) is not None)
         value = src
         for k, i in enumerate(range(start, stop)):
             # an unnamed repeat is numbered on from earlier ones in the scope (repeat3, ...); `as` names are claimed
@@ -544,9 +542,6 @@ class Elaborator:
             if rep.index:
                 env.vars[rep.index] = Binding(i, rep.span, used=True, kind="index")
             sub = Frame(env, frame.scope.child(local), frame.module, frame.role, frame.block, train=frame.train)
-            single_block = (len(rep.stages) == 1 and isinstance(rep.stages[0], A.Call)
-                            and rep.stages[0].alias is None
-                            and self.modules.find_block(frame.module, rep.stages[0].func) is not None)
             for stage in rep.stages:
                 if value is POISON:
                     return POISON
@@ -579,7 +574,7 @@ class Elaborator:
         if frame.train is not None and c.func in TRAIN_FUNCTIONS:  # before ops: `schedule = constant()`
             return frame.train.config_call(c, args, kwargs)
         op = registry.get(c.func)
-        if op is not None and op.category != "loss" or (op is not None and frame.role == "loss"):
+        if op is not None and (op.category != "loss" or frame.role == "loss"):
             return self.call_op(op, c, args, kwargs, frame)
         if op is not None:
             raise UserError(f"`{c.func}` is a loss: use it in the `train {{ }}` section (`loss = {c.func}(...)`)",
@@ -705,8 +700,6 @@ class Elaborator:
 
     def call_block(self, block: A.BlockDef, c: A.Call, args, kwargs, frame: Frame, own_scope: bool,
                    piped: bool = False):
-        if block.kind == "network":
-            raise UserError(f"`{block.name}` is a network; networks cannot be called, blocks can", c.span)
         if block in self.call_stack or len(self.call_stack) >= self.MAX_DEPTH:
             if block not in self.call_stack:
                 raise UserError(f"blocks are nested more than {self.MAX_DEPTH} levels deep", c.span,
@@ -805,7 +798,7 @@ class Elaborator:
         frame.train.loss_span = stmt.span
 
     # ---- checks on the finished graph -----------------------------------------------------------------------
-    def check_reachability(self, net: A.BlockDef) -> None:
+    def check_reachability(self) -> None:
         g = self.g
         inputs = set(g.graph["inputs"])
         if not inputs:
@@ -894,6 +887,9 @@ def _arith(op: str, a, b):
         return a ** b
     raise AssertionError(op)
 
+
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge}
 
 INT_LIMIT = 2 ** 63 - 1
 

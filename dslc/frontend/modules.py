@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from dslc.diagnostics import Diagnostics, UserError
+from dslc.diagnostics import Diagnostics, UserError, did_you_mean
 from dslc.frontend import ast as A
 from dslc.frontend.parser import parse
 from dslc.ops import registry
@@ -77,7 +77,6 @@ class ModuleSet:
                                 f'import files by quoted relative path: import "{"/".join(parts)}.net"')
             p = std_dir() / f"{parts[1]}.net"
             if not p.exists():
-                from dslc.diagnostics import did_you_mean
                 raise UserError(f"no standard module `{imp.target}`", imp.span,
                                 did_you_mean(imp.target, ["std." + m for m in std_modules()]) or
                                 f"available: {', '.join('std.' + m for m in std_modules())}")

@@ -27,12 +27,6 @@ def _parser() -> Lark:
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
-def syntax_error(e: UnexpectedInput, file: str, text: str) -> UserError:
-    """The first syntax error of `text` as a UserError (see dslc/frontend/syntax.py for the wording)."""
-    d = syntax.diagnose(e, file, text, syntax.tokenize(text))
-    return UserError(d.message, d.span, d.hint, d.notes)
-
-
 class SyntaxErrors(UserError):
     """Every syntax error found in one file: `.diagnostic` is the first, `.diagnostics` all of them."""
 

@@ -274,9 +274,7 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
     prev = _prev_tok(toks, tok.start_pos)
 
     if tok.type in ("NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE", "NOT") \
-            and "an expression" in words and prev is not None and prev.line < tok.line \
-            and prev.text in ("=", "return", ",", "|>", "+", "-", "*", "/", "//", "%", "@", "**", "and", "or", "?",
-                              ":", "==", "!=", "<", ">", "<=", ">=", "not", "(", "["):
+            and "an expression" in words and prev is not None and prev.line < tok.line and prev.text in _CONTINUES:
         pass  # an expression continued on the next line: the usual messages below fit
     elif "an expression" in words and prev is not None and prev.line < tok.line and prev.text in ("=", "return"):
         return Diagnostic("error", f"expected a value after `{prev.text}`",
@@ -359,11 +357,10 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
         hint = f"this `{tok.value}` has no matching `{CLOSERS[str(tok.value)]}`"
     if exp & _ITEM and not (exp & {"RBRACE", "RPAR", "NAME"}) and tok.type != "DOCSTRING":
         # at the top level: a statement outside any block, usually after a `}` that closed it too early
-        closer = _prev_tok(toks, tok.start_pos)
         msg = f"unexpected {token_text(tok)} outside any block or network"
-        if closer is not None and closer.text == "}":
+        if prev is not None and prev.text == "}":
             return Diagnostic("error", msg, span, "is there one `}` too many above?",
-                              [(Span(file, closer.line, closer.col, closer.line, closer.col + 1),
+                              [(Span(file, prev.line, prev.col, prev.line, prev.col + 1),
                                 "this `}` ends the declaration")])
         return Diagnostic("error", msg, span, "a file holds imports, blocks, networks and train sections")
     msg = f"unexpected {token_text(tok)}, expected {join_or(words)}"

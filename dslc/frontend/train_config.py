@@ -72,7 +72,7 @@ class TrainConfig:
             if not ok:
                 raise UserError(f"`{k}` of `{c.func}` must be {want}, got {_show(v)}", spans.get(k, c.span),
                                 f"signature: {c.func}({', '.join(names)})")
-        if kind == "data" and c.func in ("npz", "csv") and "path" not in out:
+        if c.func in ("npz", "csv") and "path" not in out:
             raise UserError(f"`{c.func}` needs a `path`", c.span, f'e.g. {c.func}(path="data.{c.func}")')
         return out
 
@@ -100,8 +100,7 @@ class TrainConfig:
                 raise UserError(f"`{key}` must be a fraction in [0, 1), got {_show(value)}", where)
         elif want == "metric":
             if value not in METRICS:
-                shown = f'"{value}"' if isinstance(value, str) else _show(value)
-                raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {shown}", where,
+                raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {_show(value)}", where,
                                 did_you_mean(value, METRICS) if isinstance(value, str) else None)
         elif want == "bool":
             if not isinstance(value, bool):

@@ -10,15 +10,11 @@ import numpy as np
 class ExecContext:
     """training: batchnorm uses (and updates) batch statistics, dropout is active; rng: the only source of
     randomness. needs_input_grad: set by the executor around each vjp call -- per input slot, whether that
-    input's gradient is wanted (None = all); a vjp may skip (return None for) the unwanted ones."""
+    input's gradient is wanted (None = all); a vjp may skip (return None for) the unwanted ones, asking
+    dslc.kernels.nn.wants(ctx, i)."""
     training: bool = False
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     needs_input_grad: tuple | None = None
-
-    def wants(self, i: int) -> bool:
-        """Whether the gradient of input slot i is wanted in the current vjp."""
-        n = self.needs_input_grad
-        return n is None or i >= len(n) or bool(n[i])
 
 
 __all__ = ["ExecContext"]

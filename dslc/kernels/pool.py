@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dslc.kernels.conv import same_upper_pads
+
 
 @dataclass(frozen=True)
 class PoolGeom:
@@ -59,10 +61,7 @@ def pool_geom(x_shape, kernel, stride, pads, ceil_mode=False) -> PoolGeom:
     N, C, H, W = x_shape
     (KH, KW), (sh, sw) = kernel, stride
     if pads is None:
-        def same(n, k, s):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
-            return total // 2, total - total // 2
-        (pt, pb), (pl, pr) = same(H, KH, sh), same(W, KW, sw)
+        (pt, pb), (pl, pr) = same_upper_pads(H, KH, sh, 1), same_upper_pads(W, KW, sw, 1)
     else:
         pt, pl, pb, pr = pads
     return PoolGeom(N, C, H, W, KH, KW, sh, sw, pt, pl, pb, pr,

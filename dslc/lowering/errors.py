@@ -49,3 +49,33 @@ class ProgramErrors(Exception):
     def __init__(self, program):
         self.program = program
         super().__init__(program.diagnostics.render_all())
+
+
+def user_error(e: BaseException, path) -> tuple[str, int, bool] | None:
+    """How a command reports an exception from loading or compiling the .net file `path` (load_program,
+    compile_graph): (message, exit code, plain), `plain` marking already rendered diagnostics; None for an
+    exception that is not one of these (a bug elsewhere). Shared by `dslc compile`, `dslc run` and serving."""
+    if isinstance(e, ProgramErrors):
+        return e.program.diagnostics.render_all(), 1, True
+    if isinstance(e, LoweringError):
+        return f"{e}\nThis is a bug in dslc, not in your program: please report it with the .net file.", 3, False
+    if isinstance(e, UnicodeDecodeError):    # a ValueError: before the catch-all below
+        return f"{path} is not a UTF-8 text file", 2, False
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
+               PermissionError: "permission denied"}[type(e)]
+        return f"cannot read {e.filename or path}: {why}", 2, False
+    if isinstance(e, (WeightsMismatch, ValueError, OSError)):
+        return str(e), 2, False
+    return None
+
+
+def report(e: BaseException, path, prefix: str = "dslc: error: ") -> int:
+    """Print `user_error(e, path)` to stderr and return its exit code; re-raise any other exception."""
+    import sys
+    known = user_error(e, path)
+    if known is None:
+        raise e
+    message, code, plain = known
+    print(message if plain else prefix + message, file=sys.stderr)
+    return code

@@ -12,12 +12,12 @@ from dslc.lowering.validate import EXTERNAL_DATA_THRESHOLD
 
 
 def save_model(model: onnx.ModelProto, path, threshold: int = EXTERNAL_DATA_THRESHOLD,
-               copy: bool = True, data: bytes | None = None, arrays: dict | None = None,
+               data: bytes | None = None, arrays: dict | None = None,
                check=None) -> list[Path]:
     """Write `model` to `path`; returns the files written. Weights go to `<name>.data` when they reach
     `threshold` bytes. `data`: the model already serialized (validation made it), written as is; `arrays`:
     the values of dataless initializers (compile_graph(materialize=False)). The caller's ModelProto is never
-    modified (`copy` is accepted for compatibility). `check(tmp_path)` runs on the written file before it
+    modified. `check(tmp_path)` runs on the written file before it
     replaces `path` (validation of the file itself: nothing invalid ever appears at `path`)."""
     from dslc.lowering.serialize import dataless, model_parts, write_external
     path = Path(path)

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import onnx
 
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 BIG = 16  # float initializers with more elements than this are kept dataless until written
 
 
@@ -45,21 +44,11 @@ def _repeated(f) -> bool:
     return bool(rep) if rep is not None else f.label == 3
 
 
-def _model_without_graph(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+def _copy_except(src, dst, skip: str) -> None:
+    """Copy every set field of message `src` into `dst` but `skip` (the graph of a model, the initializers of
+    a graph), without serialising the skipped field."""
     for f, v in src.ListFields():
-        if f.name == "graph":
-            continue
-        if _repeated(f):
-            getattr(dst, f.name).extend(v)
-        elif f.message_type is not None:
-            getattr(dst, f.name).CopyFrom(v)
-        else:
-            setattr(dst, f.name, v)
-
-
-def _graph_without_initializers(src: onnx.GraphProto, dst: onnx.GraphProto) -> None:
-    for f, v in src.ListFields():
-        if f.name == "initializer":
+        if f.name == skip:
             continue
         if _repeated(f):
             getattr(dst, f.name).extend(v)
@@ -87,7 +76,7 @@ def model_parts(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> list:
     if not todo:
         return [model.SerializeToString()]
     graph = onnx.GraphProto()
-    _graph_without_initializers(model.graph, graph)
+    _copy_except(model.graph, graph, "initializer")
     parts: list = [graph.SerializeToString()]
     for t in model.graph.initializer:       # in order; field 5 of GraphProto
         if dataless(t) and t.name in arrays:
@@ -100,7 +89,7 @@ def model_parts(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> list:
             parts += [b"\x2a", _varint(len(enc)), enc]
     graph_len = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
     head = onnx.ModelProto()
-    _model_without_graph(model, head)
+    _copy_except(model, head, "graph")
     return [head.SerializeToString(), b"\x3a", _varint(graph_len)] + parts   # graph = field 7
 
 
@@ -118,10 +107,10 @@ def write_external(model: onnx.ModelProto, arrays: dict[str, np.ndarray], model_
     `model_path`. `model` is not modified."""
     from pathlib import Path
     m = onnx.ModelProto()
-    _model_without_graph(model, m)
+    _copy_except(model, m, "graph")
     g = model.graph
     mg = m.graph
-    _graph_without_initializers(g, mg)
+    _copy_except(g, mg, "initializer")
     location = Path(data_path).name
     offset = 0
     with open(data_path, "wb") as f:

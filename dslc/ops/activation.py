@@ -123,7 +123,8 @@ GELU = _pointwise("gelu", "Gaussian error linear unit (exact, erf form).", forwa
 def _softmax_infer(ins, attrs):
     x = ins[0]
     if x.rank < 1:
-        raise ShapeError(f"softmax needs an input with at least 1 dim, got a scalar {x.shape_str()}")
+        # unnamed: shared by softmax and log_softmax, the elaborator prefixes the op's name
+        raise ShapeError(f"needs an input with at least 1 dim, got a scalar {x.shape_str()}")
     norm_axis(attrs["axis"], x.rank)
     return [x]
 

@@ -1,13 +1,12 @@
 """Multi-head self-attention, parameterised like torch.nn.MultiheadAttention (same parameter count)."""
 from dslc.kernels import nn as K
-from dslc.ops.common import dim1, require_known, require_rank, shp
+from dslc.ops.common import check_positive, dim1, require_known, require_rank, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType
 
 
 def _attn_prepare(ins, attrs):
-    if attrs["heads"] <= 0:
-        raise TypeError(f"`heads` must be a positive integer, got {attrs['heads']}")
+    check_positive(attrs, "heads")
     return attrs
 
 

@@ -58,6 +58,17 @@ def ntuple(value, n: int, name: str) -> tuple[int, ...]:
     return value
 
 
+def check_positive(attrs: dict, *names: str) -> None:
+    """Size-like arguments (an int, or a tuple of ints after ntuple) must be > 0 (TypeError otherwise)."""
+    for n in names:
+        v = attrs[n]
+        if isinstance(v, int):
+            if v <= 0:
+                raise TypeError(f"`{n}` must be a positive integer, got {v}")
+        elif any(x <= 0 for x in v):
+            raise TypeError(f"`{n}` must be positive, got {list(v)}")
+
+
 def require_rank(t: TensorType, ranks, what: str, operand: int = 0, layout: str = "") -> None:
     if t.rank not in ranks:
         want = " or ".join(str(r) for r in ranks) if len(ranks) <= 3 else f"{min(ranks)}..{max(ranks)}"
@@ -153,5 +164,5 @@ def explicit_pads(padding, n: int, name: str = "padding") -> tuple[int, ...]:
     return pads
 
 
-__all__ = ["FLOAT_DTYPES", "INT_DTYPES", "dim_offset", "dim1", "numel1", "shp", "norm_axis", "ntuple",
+__all__ = ["FLOAT_DTYPES", "INT_DTYPES", "check_positive", "dim_offset", "dim1", "numel1", "shp", "norm_axis", "ntuple",
            "require_rank", "require_known", "window_out", "dim_ceildiv", "same_pads", "explicit_pads", "dims_product"]

@@ -5,7 +5,7 @@ prepare() normalises kernel/stride/dilation to tuples and padding to explicit ON
 the end (ONNX SAME_UPPER); when that needs a symbolic spatial size (stride > 1 over a symbolic dim) attrs["pads"]
 is None and attrs["auto_pad"] is "SAME_UPPER" -- compute pads at run time with common.same_pads.
 """
-from dslc.ops.common import (dim_ceildiv, dim_offset, explicit_pads, ntuple, numel1, require_known, require_rank, same_pads, shp,
+from dslc.ops.common import (check_positive, dim_ceildiv, dim_offset, explicit_pads, ntuple, numel1, require_known, require_rank, same_pads, shp,
                              window_out)
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType, dim_mul, is_known
@@ -13,23 +13,12 @@ from dslc.kernels import conv as KC
 from dslc.kernels.nn import wants
 
 
-def _check_positive(attrs, *names):
-    for n in names:
-        v = attrs[n]
-        if any(x <= 0 for x in v):
-            raise TypeError(f"`{n}` must be positive, got {list(v)}")
-
-
 def _conv_prepare_n(nsp):
     def prepare(ins, attrs):
         attrs = dict(attrs)
         for k in ("kernel", "stride", "dilation"):
             attrs[k] = ntuple(attrs[k], nsp, k)
-        _check_positive(attrs, "kernel", "stride", "dilation")
-        if attrs["out"] <= 0:
-            raise TypeError(f"`out` must be a positive integer, got {attrs['out']}")
-        if attrs["groups"] <= 0:
-            raise TypeError(f"`groups` must be a positive integer, got {attrs['groups']}")
+        check_positive(attrs, "kernel", "stride", "dilation", "out", "groups")
         attrs["auto_pad"] = "NOTSET"
         if attrs["padding"] == "same":
             x = ins[0] if ins else None
@@ -211,9 +200,7 @@ def _deconv_prepare(ins, attrs):
     attrs = dict(attrs)
     for k in ("kernel", "stride", "dilation", "output_padding"):
         attrs[k] = ntuple(attrs[k], 2, k)
-    _check_positive(attrs, "kernel", "stride", "dilation")
-    if attrs["out"] <= 0 or attrs["groups"] <= 0:
-        raise TypeError("`out` and `groups` must be positive integers")
+    check_positive(attrs, "kernel", "stride", "dilation", "out", "groups")
     if attrs["padding"] == "same":
         raise TypeError('conv_transpose2d does not support padding="same"; give explicit padding')
     attrs["pads"] = explicit_pads(attrs["padding"], 2)

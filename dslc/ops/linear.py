@@ -2,7 +2,7 @@
 import numpy as np
 
 from dslc.kernels.nn import unbroadcast, wants
-from dslc.ops.common import dim1, numel1, require_known, shp
+from dslc.ops.common import check_positive, dim1, numel1, require_known, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType, broadcast_shapes
 
@@ -16,8 +16,7 @@ def _linear_infer(ins, attrs):
 
 
 def _linear_prepare(ins, attrs):
-    if attrs["out"] <= 0:
-        raise TypeError(f"`out` must be a positive integer, got {attrs['out']}")
+    check_positive(attrs, "out")
     return attrs
 
 

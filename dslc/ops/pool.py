@@ -7,7 +7,8 @@ input plus the left pad.
 """
 import numpy as np
 
-from dslc.ops.common import (dim_ceildiv, explicit_pads, ntuple, require_rank, same_pads, shp, window_out)
+from dslc.ops.common import (check_positive, dim_ceildiv, explicit_pads, ntuple, require_rank, same_pads, shp,
+                             window_out)
 from dslc.ops.registry import Case, Op, Param, ShapeError, register
 from dslc.types import TensorType, dim_mul, is_known
 from dslc.kernels import pool as KP
@@ -21,9 +22,7 @@ def _pool_prepare(ins, attrs):
         nsp = 2
     attrs["kernel"] = ntuple(attrs["kernel"], nsp, "kernel")
     attrs["stride"] = attrs["kernel"] if attrs["stride"] is None else ntuple(attrs["stride"], nsp, "stride")
-    for k in ("kernel", "stride"):
-        if any(v <= 0 for v in attrs[k]):
-            raise TypeError(f"`{k}` must be positive, got {list(attrs[k])}")
+    check_positive(attrs, "kernel", "stride")
     attrs["auto_pad"] = "NOTSET"
     if attrs["padding"] == "same":
         sizes = x.shape[2:] if x is not None and x.rank == nsp + 2 else ("?",) * nsp
@@ -207,8 +206,7 @@ GLOBAL_AVGPOOL = register(Op(
 def _up_prepare(ins, attrs):
     attrs = dict(attrs)
     attrs["scale"] = ntuple(attrs["scale"], 2, "scale")
-    if any(v <= 0 for v in attrs["scale"]):
-        raise TypeError(f"`scale` must be positive, got {list(attrs['scale'])}")
+    check_positive(attrs, "scale")
     if attrs["align_corners"] and attrs["mode"] != "bilinear":
         raise TypeError('`align_corners` only applies to mode="bilinear"')
     return attrs

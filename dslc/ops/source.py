@@ -63,7 +63,6 @@ PARAM = register(Op(
 
 def constant_lower(ctx, node):
     """A scalar initializer (deduplicated): no node."""
-    from dslc.types import NUMPY_DTYPE
     a = ctx.attrs(node)
     ctx.alias(node, ctx.const(a["value"], NUMPY_DTYPE[a["dtype"]], "scalar"))
 

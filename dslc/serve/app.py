@@ -23,11 +23,13 @@ import traceback
 import zlib
 
 from dslc.serve.batcher import Batcher, ExecutionError
+from dslc.serve.metrics import CONTENT_TYPE
 from dslc.serve.model import ModelLoadError, ServedModel
 from dslc.serve.protocol import ProtocolError, encode_infer_response, parse_infer_request
 
 JSON = b"application/json"
 OCTET = b"application/octet-stream"
+METRICS_TYPE = CONTENT_TYPE.encode()
 _HEALTH = (("v2", "health", "live"), ("v2", "health", "ready"))
 
 
@@ -206,7 +208,7 @@ class ServeApp:
         elif parts == ("metrics",):
             self._method(method, "GET")
             body = self.metrics.render() if self.metrics else b""
-            return await self._send(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+            return await self._send(send, 200, body, METRICS_TYPE)
         raise ProtocolError(404, f"no such endpoint: {method} /{'/'.join(parts)}")
 
     # ----------------------------------------------------------------------------------------------- models

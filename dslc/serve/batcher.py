@@ -82,7 +82,7 @@ class Batcher:
     # ---------------------------------------------------------------------------------------------- requests
 
     def submit(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future:
-        """Queue one request; the future resolves to (outputs dict, queue seconds)."""
+        """Queue one request; the future resolves to its outputs, {name: array}."""
         fut = self.loop.create_future()
         deadline = self.loop.time() + self.delay if self.delay else 0.0   # read only when there is a delay
         key = tuple((a.shape[1:], a.dtype.str) for a in inputs.values()) if self.max_rows else None
@@ -118,7 +118,7 @@ class Batcher:
             if not self.max_rows:
                 batch = [self.pending.popleft()]
             else:
-                batch, rows, contiguous, full = self._collect(head)
+                batch, contiguous, full = self._collect(head)
                 if not full and self.delay > 0 and self.loop.time() < head.deadline:
                     self._arm(head.deadline)
                     return
@@ -145,7 +145,7 @@ class Batcher:
             if rows == self.max_rows:
                 full = True
                 break
-        return batch, rows, contiguous, full
+        return batch, contiguous, full
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

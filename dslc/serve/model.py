@@ -23,31 +23,33 @@ class ModelLoadError(Exception):
 def load_model_source(path, weights=None) -> bytes:
     """Serialized ONNX for a model file: a .onnx is read as is; a .net is compiled (with its weights) first.
 
-    The .net path goes through dslc.lowering.compile.compile_file(path, weights=None, batch=None) ->
-    onnx.ModelProto (batch dim left symbolic), imported only here so serving .onnx files never depends on the
-    compiler.  Without weights the network gets dslc's seeded initial weights.
+    The .net path goes through dslc.lowering.compile (load_program, then compile_graph with the batch dim left
+    symbolic, whose validation already serialized the model), imported only here so serving .onnx files never
+    depends on the compiler.  Without weights the network gets dslc's seeded initial weights.
     """
     path = Path(path)
     if path.suffix == ".net":
         try:
-            from dslc.lowering.compile import compile_file
-            from dslc.lowering.errors import LoweringError, ProgramErrors, WeightsMismatch
+            from dslc.lowering.compile import compile_graph, load_program
+            from dslc.lowering.errors import user_error
         except ImportError:
             raise ModelLoadError(f"{path}: serving a .net file needs the dslc compiler "
                                  f"(dslc.lowering.compile), which this build does not have; compile it to .onnx "
                                  f"first", code=2) from None
         try:
-            model = compile_file(str(path), weights=weights, batch=None)
-        except ProgramErrors as e:
-            raise ModelLoadError(e.program.diagnostics.render_all(), code=1, plain=True) from None
-        except UnicodeDecodeError:
-            raise ModelLoadError(f"{path} is not a UTF-8 text file", code=2) from None
-        except (WeightsMismatch, ValueError, OSError) as e:
-            raise ModelLoadError(f"{path}: {e}", code=2) from None
-        except LoweringError as e:
-            raise ModelLoadError(f"{e}\nThis is a bug in dslc, not in your program: please report it with the "
-                                 f".net file.", code=3) from None
-        return model.SerializeToString()
+            _program, g = load_program(path)
+            _model, info = compile_graph(g, weights=weights, materialize=False)
+        except Exception as e:  # noqa: BLE001 - anything not the user's is re-raised
+            known = user_error(e, path)
+            if known is None:
+                raise
+            message, code, plain = known
+            raise ModelLoadError(message if plain or str(path) in message else f"{path}: {message}", code=code,
+                                 plain=plain) from None
+        if info.data is None:
+            raise ModelLoadError(f"{path}: the model is over 2 GB; compile it with `dslc compile` and serve "
+                                 f"the .onnx file", code=2)
+        return info.data
     if weights is not None:
         raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights",
                              code=2)

@@ -168,17 +168,7 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
         log(banner)
     app = ServeApp(models, metrics=Metrics(), api_key=api_key, max_body_size=max_body_size, on_fatal=fatal,
                    banner=listen_line)
-    try:
-        import uvloop  # noqa: F401
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
-    try:
-        import httptools  # noqa: F401
-        http = "httptools"
-    except ImportError:
-        http = "h11"
-    config = uvicorn.Config(app, loop=loop, http=http, lifespan="on", log_level="warning", access_log=False,
+    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on",   # auto: uvloop, httptools when installed log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)
@@ -204,6 +194,9 @@ def main(args) -> int:
             return 2
     if args.instances < 1:
         print("dslc serve: --instances must be >= 1", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("dslc serve: --port must be 0..65535", file=sys.stderr)
         return 2
     try:
         models = gather_models(args)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 from dslc.serve.protocol import FROM_TRITON_TYPE, TRITON_TYPE
@@ -401,6 +400,3 @@ def check_config_against_model(cfg: dict, name: str, inputs, outputs, max_batch_
                                   f"{full} with max_batch_size {max_batch_size}) but the model declares "
                                   f"{list(spec.shape)}")
 
-
-def copy_model_file(src, dst) -> None:
-    shutil.copyfile(src, dst)

@@ -81,7 +81,8 @@ def _test_count(n: int) -> int:
     return max(n // 4, 1)
 
 
-def _gen(name: str, n: int, seed: int, fn) -> Dataset:
+def _gen(name: str, n: int, seed: int, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) from fn(rng, count), train and test from independent streams."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise DataError(f"{name}: n must be an integer >= 2, got {n!r}")
     rng_train = np.random.default_rng([int(seed), 0])
@@ -482,7 +483,8 @@ def fit_to_graph(ds: Dataset, g) -> Dataset:
         return Split(xs, ys)
 
     out = Dataset(ds.name, fit(ds.train), fit(ds.test), fit(ds.val), ds.task, ds.num_classes, dict(ds.info))
-    for n, t in zip(inputs, [g.nodes[n]["outputs"][0] for n in inputs]):
+    for n in inputs:
+        t = g.nodes[n]["outputs"][0]
         if t.shape and isinstance(t.shape[0], int):
             out.info.setdefault("fixed_batch", {})[n] = t.shape[0]
     return out
@@ -539,9 +541,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
 
 def batches(split: Split, order: np.ndarray, batch_size: int, start: int = 0):
     """Yield (batch index, xs, ys) from batch `start` on; the last batch may be smaller."""
-    n = len(order)
-    nb = -(-n // batch_size)
-    for b in range(start, nb):
+    for b in range(start, num_batches(len(order), batch_size)):
         idx = order[b * batch_size:(b + 1) * batch_size]
         yield b, [x[idx] for x in split.xs], [y[idx] for y in split.ys]
 

@@ -29,6 +29,8 @@ from typing import Any, Callable
 import networkx as nx
 import numpy as np
 
+from dslc import ir
+from dslc.kernels.context import ExecContext
 from dslc.ops import registry
 from dslc.types import NUMPY_DTYPE
 
@@ -67,11 +69,6 @@ def tune_malloc() -> bool:
     mallopt(M_TOP_PAD, 16 << 20)
     _MALLOC_TUNED = ok
     return ok
-
-
-def _exec_context(training: bool, rng: np.random.Generator):
-    from dslc.kernels.context import ExecContext
-    return ExecContext(training=training, rng=rng)
 
 
 @dataclass
@@ -121,10 +118,10 @@ class Executor:
             raise ExecutorError("the weights do not fit the network: " + "; ".join(problems[:5]))
         self.weights = {k: np.ascontiguousarray(v, dtype=F32) if v.dtype != F32 or not v.flags.c_contiguous
                         else v for k, v in weights.items()}
-        self.trainable = [name for name, _n, spec in _weight_names(g) if spec.trainable]
+        self.trainable = [name for name, _n, spec in ir.weight_names(g) if spec.trainable]
         self.rng = rng if rng is not None else np.random.default_rng(seed)
-        self.train_ctx = _exec_context(True, self.rng)
-        self.eval_ctx = _exec_context(False, self.rng)
+        self.train_ctx = ExecContext(True, self.rng)
+        self.eval_ctx = ExecContext(False, self.rng)
         self._plans: dict[tuple, Plan] = {}
         from dslc.train.parallel import can_control_blas, thread_budget
         # batch-parallel steps (two halves on two threads) where the graph allows it and BLAS can be held to one
@@ -224,24 +221,27 @@ class Executor:
         )
 
     # ---------------------------------------------------------------- running
+    @staticmethod
+    def _given(specs, given, what: str) -> list:
+        """The values for `specs` (feed or target slots), in order, from a dict by name, a list or one array."""
+        if given is None:
+            given = []
+        elif isinstance(given, np.ndarray):
+            given = [given]
+        if isinstance(given, dict):
+            missing = [name for name, *_ in specs if name not in given]
+            if missing:
+                raise ExecutorError(f"no value given for {what} `{missing[0]}`")
+            return [given[name] for name, *_ in specs]
+        given = list(given)
+        if len(given) < len(specs):
+            raise ExecutorError(f"expected {len(specs)} {what}(s) "
+                                f"({', '.join(s[0] for s in specs)}), got {len(given)}")
+        return given[:len(specs)]
+
     def _load_feeds(self, plan: Plan, values: list, inputs, targets) -> None:
         for specs, given, what in ((plan.feed_slots, inputs, "input"), (plan.target_slots, targets, "target")):
-            if given is None:
-                given = []
-            if isinstance(given, np.ndarray):
-                given = [given]
-            if isinstance(given, dict):
-                missing = [name for name, *_ in specs if name not in given]
-                if missing:
-                    raise ExecutorError(f"no value given for {what} `{missing[0]}`")
-                arrays = [given[name] for name, *_ in specs]
-            else:
-                given = list(given)
-                if len(given) < len(specs):
-                    raise ExecutorError(f"expected {len(specs)} {what}(s) "
-                                        f"({', '.join(s[0] for s in specs)}), got {len(given)}")
-                arrays = given[:len(specs)]
-            for (name, slot, dtype, shape), arr in zip(specs, arrays):
+            for (name, slot, dtype, shape), arr in zip(specs, self._given(specs, given, what)):
                 arr = np.asarray(arr)
                 if arr.dtype != dtype:
                     arr = arr.astype(dtype)
@@ -287,10 +287,11 @@ class Executor:
         Weights that get no gradient (not connected to the loss) get zeros, so optimisers see every trainable
         weight each step."""
         plan = self.plan("train")
-        if self.workers > 1:
-            n = self._batch_of(plan, inputs)
-            if n >= 2 * SPLIT_MIN_ROWS and self._splittable():
-                return self._loss_and_grads_split(plan, inputs, targets, training, n)
+        if self.workers > 1 and self._splittable():
+            xs = self._given(plan.feed_slots, inputs, "input")
+            if xs and len(xs[0]) >= 2 * SPLIT_MIN_ROWS:
+                ys = self._given(plan.target_slots, targets, "target")
+                return self._loss_and_grads_split(plan, xs, ys, training)
         ctx = self.train_ctx if training else self.eval_ctx
         return self._backward(plan, ctx, *self._forward(plan, ctx, inputs, targets, keep=True))
 
@@ -356,37 +357,22 @@ class Executor:
             self._split_ok = batch_separable(self.g) and any(self.g.nodes[n]["op"] in _SPATIAL for n in self.g)
         return self._split_ok
 
-    @staticmethod
-    def _batch_of(plan: Plan, inputs) -> int:
-        first = inputs[plan.feed_slots[0][0]] if isinstance(inputs, dict) else (
-            inputs if isinstance(inputs, np.ndarray) else inputs[0])
-        return len(first)
-
-    @staticmethod
-    def _as_list(specs, given):
-        if given is None:
-            return []
-        if isinstance(given, np.ndarray):
-            given = [given]
-        if isinstance(given, dict):
-            return [given[name] for name, *_ in specs]
-        return list(given)[:len(specs)]
-
-    def _loss_and_grads_split(self, plan: Plan, inputs, targets, training: bool, n: int):
+    def _loss_and_grads_split(self, plan: Plan, inputs: list, targets: list, training: bool):
         """The batch in `split_parts` contiguous chunks, run by two threads at once (chunks 0, 2, ... and 1, 3,
         ...), each with single-threaded BLAS; the graph has no op that mixes samples (batch_separable) and every
         loss is a mean over the batch, so the step's loss and gradients are the chunks' averaged with weights
         n_i / n. Smaller chunks also keep each one's intermediates in cache. Deterministic for a batch size."""
         from dslc.train.parallel import blas_threads
-        xs = [np.asarray(a) for a in self._as_list(plan.feed_slots, inputs)]
-        ys = [np.asarray(a) for a in self._as_list(plan.target_slots, targets)]
+        xs = [np.asarray(a) for a in inputs]
+        ys = [np.asarray(a) for a in targets]
+        n = len(xs[0])
         parts = max(2, min(self.split_parts, n // SPLIT_MIN_ROWS))
         bounds = [n * i // parts for i in range(parts + 1)]
         chunks = [([a[lo:hi] for a in xs], [a[lo:hi] for a in ys]) for lo, hi in zip(bounds, bounds[1:])]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-exec")
-            self._half_ctx = [_exec_context(True, self.rng), _exec_context(True, self.rng)]
+            self._half_ctx = [ExecContext(True, self.rng), ExecContext(True, self.rng)]
         for c in self._half_ctx:
             c.training = training
 
@@ -467,7 +453,3 @@ def batch_separable(g) -> bool:
                 return False
     return True
 
-
-def _weight_names(g):
-    from dslc import ir
-    return ir.weight_names(g)

@@ -235,6 +235,11 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     return weights, opt, meta
 
 
+def _new_sums() -> dict:
+    """An epoch's running sums (loss and metric totals, samples, seconds), as checkpoints save them."""
+    return {"loss": 0.0, "m": 0.0, "mc": 0, "n": 0, "time": 0.0}
+
+
 def _fingerprint(g, s: Settings, n_train: int) -> dict:
     return {"network": g.graph.get("name"), "batch_size": s.batch_size, "seed": s.seed,
             "optimizer": s.optimizer.get("name"), "n_train": n_train, "shuffle": s.shuffle}
@@ -402,14 +407,14 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
     opt = make_optimizer(s.optimizer, params)
     sched = make_schedule(s.schedule, opt.lr, spe, s.epochs)
     log_every = log_every or max(spe // 20, 1)
+    eval_batch = max(s.batch_size, 256)
 
     # position and running sums
     epoch, next_batch, step = 0, 0, 0
-    sums = {"loss": 0.0, "m": 0.0, "mc": 0, "n": 0, "time": 0.0}
+    sums = _new_sums()
     history: list[dict] = []
     fp = _fingerprint(g, s, n_train)
-    ckpt_path = Path(resume) if isinstance(resume, (str, Path)) and not isinstance(resume, bool) \
-        else paths["checkpoint"]
+    ckpt_path = Path(resume) if isinstance(resume, (str, Path)) else paths["checkpoint"]
     if resume:
         w, o, meta = load_checkpoint(ckpt_path)
         if meta.get("fingerprint", {}) != fp:
@@ -440,6 +445,9 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
         meta = {"fingerprint": fp, "epoch": epoch, "batch": next_batch, "step": step, "sums": sums,
                 "rng": exe.rng.bit_generator.state, "history": history}
         save_checkpoint(ckpt_path, exe.weights, opt, meta)
+
+    def plot():
+        write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
 
     def record(rec):
         history.append(rec)
@@ -502,7 +510,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             if metric.label:
                 rec[metric.label] = metric.value(sums["m"], sums["mc"])
             if val_split is not None:
-                ev = evaluate(exe, val_split, metric, max(s.batch_size, 256))
+                ev = evaluate(exe, val_split, metric, eval_batch)
                 last_eval = ev
                 rec["val_loss"] = ev["loss"]
                 if metric.label:
@@ -513,25 +521,23 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
                 on_epoch(rec)
             epoch += 1
             next_batch = 0
-            sums = {"loss": 0.0, "m": 0.0, "mc": 0, "n": 0, "time": 0.0}
+            sums = _new_sums()
             if artefacts:
                 checkpoint()
                 now = time.perf_counter()
                 if epoch == s.epochs or now - last_plot > PLOT_EVERY_S:   # rendering costs ~0.1 s
-                    write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
+                    plot()
                     last_plot = now
 
     test = None
     if interrupted:
         if artefacts and history:
-            write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
+            plot()
         prog.line(f"stopped at epoch {epoch + 1}, step {step}" + (f"; checkpoint saved to {ckpt_path} "
                   f"(continue with --resume)" if artefacts else ""))
     else:
-        if ds.test is not None and ds.val is not None:
-            test = evaluate(exe, ds.test, metric, max(s.batch_size, 256))
-        elif ds.test is not None:
-            test = last_eval or evaluate(exe, ds.test, metric, max(s.batch_size, 256))
+        if ds.test is not None:   # without a validation split, the last epoch has just evaluated the test split
+            test = (last_eval if ds.val is None else None) or evaluate(exe, ds.test, metric, eval_batch)
         if test:
             prog.line("test: " + _figures(test, metric))
         if export and paths.get("onnx"):
@@ -550,10 +556,10 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
                        settings=s, graph=g, dataset=ds)
 
 
-def _figures(ev: dict, metric: Metric, prefix: str = "") -> str:
-    parts = [f"{prefix}loss {ev['loss']:.4f}"]
+def _figures(ev: dict, metric: Metric) -> str:
+    parts = [f"loss {ev['loss']:.4f}"]
     if metric.label and ev.get(metric.label) is not None:
-        parts.append(f"{prefix}{metric.label} {metric.show(ev[metric.label])}")
+        parts.append(f"{metric.label} {metric.show(ev[metric.label])}")
     return "  ".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ def _pool():
     return _POOL
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base: parameters (float32 arrays, updated in place), per-parameter state arrays, scratch buffers.
 
     The update of one parameter is a fixed sequence of in-place numpy ufuncs over flat views (`_apply`); large
@@ -127,8 +128,10 @@ class Optimizer:
     def _prepare_step(self, lr: float) -> None:
         """Scalars shared by every parameter's update this step."""
 
-    def _apply(self, a: dict[str, np.ndarray], g: np.ndarray, lr: float) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _apply(self, a: dict[str, np.ndarray], g: np.ndarray, lr: float) -> None:
+        """Update one parameter (or half of one) in place: `a` holds flat views of "p", the state arrays and
+        the scratch buffers "tmp0", "tmp1", ...; `g` is the matching flat gradient."""
 
     # checkpoints
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
