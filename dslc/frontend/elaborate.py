@@ -660,6 +660,7 @@ class Elaborator:
                   alias: str | None, arg_spans: dict | None = None):
         ins = [t.type for t in tensors]
         try:
+            registry.check_input_dtypes(op, ins)
             attrs = registry.resolve_attrs(op, ins, given)
             outs = op.infer(ins, attrs)
             weights = op.weights(ins, attrs)

@@ -210,6 +210,22 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+# Layers and activations compute in float32: the executor is float32 throughout, and onnxruntime has no
+# integer (and for some ops no float64) kernels for them -- so the mistake is caught here, at its line.
+FLOAT32_ONLY = ("layer", "activation")
+
+
+def check_input_dtypes(op: Op, ins: list[TensorType]) -> None:
+    """The front end's dtype rule for user programs (kernel tests run the same ops in float64 on purpose)."""
+    if op.category not in FLOAT32_ONLY:
+        return
+    for i, t in enumerate(ins):
+        if t.dtype != "f32":
+            raise ShapeError(f"`{op.name}` computes in f32, but its input is {t}",
+                             "declare the input as f32[...] (integer labels belong in a train section's target)",
+                             operand=i)
+
+
 def resolve_attrs(op: Op, ins: list[TensorType], given: dict) -> dict:
     """Fill defaults, coerce kinds, then let the op normalise. Raises TypeError / ShapeError for the caller."""
     attrs = {}
