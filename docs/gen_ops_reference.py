@@ -56,7 +56,8 @@ TRAIN_NOTES = {
 }
 KEY_TEXT = {
     "optimizer": "an optimiser call", "schedule": "a schedule call", "data": "a data call",
-    "positive int": "positive integer", "int": "integer", "positive number": "positive number",
+    "positive int": "positive integer", "non-negative int": "non-negative integer", "int": "integer",
+    "positive number": "positive number",
     "fraction": "number in [0, 1)", "bool": "`true` / `false`",
 }
 KEY_NOTES = {

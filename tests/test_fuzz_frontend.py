@@ -73,7 +73,7 @@ TOKEN = re.compile(r'""".*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|\d+\.\d+(?:[eE][-+]?\
 NUMBERS = ["0", "1", "2", "3", "5", "7", "13", "64", "100", "255", "300", "-1", "-3", "0.0", "0.5", "1.5",
            "1e-9", "1e30", "1e400", "99999999999", "9" * 25, "2 ** 63", "1 // 0"]
 EXTRA = ["(", ")", "[", "]", "{", "}", ",", "=", "==", "|>", ":", ".", "..", "as", "repeat", "in", "if", "elif",
-         "else", "return", "target", "train", "block", "network", "import", '"same"', '"', "'", "true", "false",
+         "else", "return", "target", "train", "block", "network", "import", '"same"', '"', "'", "true", "false", "none",
          "not", "and", "-", "+", "*", "**", "/", "//", "%", "@", "?", ";", "$", "x", "N", "f32[", "i64[N]", "[]",
          "conv2d", "relu", "linear(3)", "concat", "reshape([0, -1])", "x.shape", ".shape[9]", "len", "\n", "\t",
          "#", '"""']

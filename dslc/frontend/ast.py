@@ -13,6 +13,20 @@ class Node:
 
 
 # ---- expressions -------------------------------------------------------------------------------------------
+class _NoneValue:
+    """The value of the `none` literal: "absent" (e.g. a block parameter's default when nothing is passed).
+    A singleton distinct from Python's None, which the elaborator uses for "no value given"."""
+
+    def __repr__(self):
+        return "none"
+
+    def __reduce__(self):  # copies and pickles stay the singleton
+        return "NONE"
+
+
+NONE: Any = _NoneValue()
+
+
 @dataclass
 class Name(Node):
     id: str
@@ -20,7 +34,7 @@ class Name(Node):
 
 @dataclass
 class Const(Node):
-    value: Any  # int, float, str, bool
+    value: Any  # int, float, str, bool or NONE
 
 
 @dataclass

@@ -37,6 +37,7 @@ class SymDim(str):
     """A symbolic size (`N`) read from `x.shape`: known only at run time, so it is no compile-time integer."""
 
 
+NONE_HINT = "`none` means absent: test for it first, e.g. `if skip != none { ... }`"
 SYMBOLIC_HINT = "a symbolic size such as `N` is only known at run time; compile-time values need known sizes"
 
 
@@ -155,19 +156,25 @@ class Elaborator:
                     raise UserError(f"parameter `{p.name}` is declared twice", p.span, "rename one of them",
                                     [(frame.env.vars[p.name].span, "first declared here")])
                 if p.type is not None:
+                    if p.name in overrides:
+                        overrides.pop(p.name)
+                        self.diags.error(f"`{p.name}` is a tensor input of network `{net.name}` and cannot be "
+                                         f"overridden", p.span, "parameter overrides set compile-time parameters "
+                                         "(those with a default); feed tensor inputs when the network runs")
                     t = self.type_of(p.type)
                     ir.add_input(g, p.name, t, p.span)
                     frame.scope.taken[p.name] = p.span  # a layer named `as x` must not take an input's name
                     value = Tensor(p.name, 0, t, p.span)
                 elif p.name in overrides:
                     value = overrides.pop(p.name)
+                    value = A.NONE if value is None else value  # Python's None is the language's `none`
                 elif p.has_default:
                     value = self.eval(p.default, frame)
                 else:
                     raise UserError(f"network parameter `{p.name}` needs a type (an input such as "
                                     f"`{p.name}: f32[N, 3, 224, 224]`) or a default value", p.span)
                 if p.type is None:
-                    g.graph["params"][p.name] = value
+                    g.graph["params"][p.name] = None if value is A.NONE else value
                 self.bind(frame, p.name, value, p.span, kind="param")
             except UserError as e:
                 self.diags.add(e.diagnostic)
@@ -412,6 +419,8 @@ class Elaborator:
         a, b = self.eval(e.left, frame), self.eval(e.right, frame)
         if a is POISON or b is POISON:
             return POISON
+        if (a is A.NONE or b is A.NONE) and e.op in ("==", "!="):  # `skip != none`: any value, a tensor too
+            return (a is b) == (e.op == "==")
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             raise UserError("tensors cannot be compared at compile time", e.span,
                             "compare shapes instead, e.g. `x.shape[1] != c`")
@@ -567,6 +576,9 @@ class Elaborator:
                 raise UserError(f"argument `{k}` is given twice", span)
             seen.add(k)
         if c.func in BUILTINS:
+            if c.alias is not None:
+                raise UserError(f"`as` names a layer; `{c.func}(...)` makes no layer", c.span,
+                                f"remove `as {c.alias}`; a value is named by assigning it: `{c.alias} = {c.func}(...)`")
             return BUILTINS[c.func](self, c, args, kwargs)
         block = self.modules.find_block(frame.module, c.func)
         if block is not None:
@@ -611,6 +623,9 @@ class Elaborator:
                 first = [first] + rest.pop(0)  # x |> concat([skip])
             if isinstance(first, Tensor):
                 first = [first]
+            if isinstance(first, list) and A.NONE in first:
+                raise UserError(f"`{op.name}` needs a list of tensors; item {first.index(A.NONE) + 1} is `none`",
+                                c.span, NONE_HINT)
             if not isinstance(first, list) or not all(isinstance(t, Tensor) for t in first):
                 raise UserError(f"`{op.name}` needs a list of tensors, got {describe(first)}", c.span)
             if not first:
@@ -621,9 +636,10 @@ class Elaborator:
                 if not rest or not isinstance(rest[0], Tensor):
                     got = "nothing" if not rest else describe(rest[0])
                     want = ", ".join(op.inputs)
+                    hint = f"pass the tensor first or pipe it: `x |> {op.name}(...)`" if n_in else None
                     raise UserError(f"`{op.name}` takes {n_in} tensor input{'s' if n_in != 1 else ''} ({want}); "
                                     f"input {i + 1} is {got}", c.span,
-                                    f"pass the tensor first or pipe it: `x |> {op.name}(...)`" if n_in else None)
+                                    NONE_HINT if rest and rest[0] is A.NONE else hint)
                 tensors.append(rest.pop(0))
         given: dict[str, Any] = {}
         spans: dict[str, Span | None] = {}
@@ -645,7 +661,13 @@ class Elaborator:
                 raise UserError(f"argument `{k}` of `{op.name}` is given twice", span)
             given[k] = v
             spans[k] = span
-        for k, v in given.items():
+        for k, v in list(given.items()):
+            if v is A.NONE or (isinstance(v, list) and A.NONE in v):
+                if v is A.NONE and op.param(k).default is None:
+                    del given[k]  # `none` for an optional argument (default: none) leaves it out
+                    continue
+                raise UserError(f"argument `{k}` of `{op.name}` cannot be `none`", spans.get(k) or c.span,
+                                signature_hint(op))
             if isinstance(v, Tensor) or (isinstance(v, list) and any(isinstance(x, Tensor) for x in v)):
                 raise UserError(f"argument `{k}` of `{op.name}` must be a compile-time value, got a tensor",
                                 spans.get(k) or c.span, signature_hint(op))
@@ -816,6 +838,8 @@ class Elaborator:
 def describe(v) -> str:
     if v is None:
         return "nothing"
+    if v is A.NONE:
+        return "`none`"
     if isinstance(v, Tensor):
         return f"a tensor {v.type}"
     if isinstance(v, bool):

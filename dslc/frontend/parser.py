@@ -215,6 +215,9 @@ class ToAst(Transformer_NonRecursive):  # non-recursive: a 5000-stage pipeline i
     def false(self, meta):
         return A.Const(False, span=self._span(meta))
 
+    def none(self, meta):
+        return A.Const(A.NONE, span=self._span(meta))
+
     def list_(self, meta, *items):
         return A.ListExpr([i for i in items if i is not None], span=self._span(meta))
 

@@ -104,7 +104,7 @@ _WORDS = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string", "DOCSTRING": "a docstring",
     "DTYPE": "a tensor type such as f32[N, 784]", "COMP_OP": "a comparison", "$END": "end of file",
 }
-_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE"}
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "NOT", "TRUE", "FALSE", "NONE"}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "AT", "COMP_OP", "QMARK", "AND", "OR", "LPAR", "LSQB",
               "DOT", "AS", "|>", "**", "//", ".."}
 _STATEMENT = {"NAME", "RETURN", "IF", "TARGET"}
@@ -178,13 +178,14 @@ def token_text(tok: Token) -> str:
         return "end of file"
     s = str(tok.value)
     kw = tok.type in ("RETURN", "IF", "ELIF", "ELSE", "TARGET", "REPEAT", "IN", "AS", "AND", "OR", "NOT", "TRUE",
-                      "FALSE", "IMPORT", "BLOCK", "NETWORK", "TRAIN")
+                      "FALSE", "NONE", "IMPORT", "BLOCK", "NETWORK", "TRAIN")
     shown = f"`{s}`" if len(s) < 30 else f"`{s[:27]}...`"
     return f"keyword {shown}" if kw else shown
 
 
 # ---- one error -> one diagnostic --------------------------------------------------------------------------------
-KEYWORDS = {"import", "return", "if", "elif", "else", "repeat", "in", "as", "and", "or", "not", "true", "false"}
+KEYWORDS = {"import", "return", "if", "elif", "else", "repeat", "in", "as", "and", "or", "not", "true", "false",
+            "none"}
 
 
 def diagnose(e: UnexpectedInput, file: str, text: str, toks: list[Tok]) -> Diagnostic:
@@ -273,7 +274,7 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
     words = expected_words(exp)
     prev = _prev_tok(toks, tok.start_pos)
 
-    if tok.type in ("NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE", "NOT") \
+    if tok.type in ("NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE", "NONE", "NOT") \
             and "an expression" in words and prev is not None and prev.line < tok.line and prev.text in _CONTINUES:
         pass  # an expression continued on the next line: the usual messages below fit
     elif "an expression" in words and prev is not None and prev.line < tok.line and prev.text in ("=", "return"):
@@ -284,7 +285,8 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
         close = OPENERS[inner.text]
         closer = matching_closer(toks, inner)
         if closer is not None and closer.line == inner.line and closer.pos > tok.start_pos:
-            if "COMMA" in exp and tok.type in ("NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "TRUE", "FALSE"):
+            if "COMMA" in exp and tok.type in ("NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "TRUE", "FALSE",
+                                               "NONE"):
                 hint = "is a `,` missing?"
         else:
             notes.append((Span(file, inner.line, inner.col, inner.line, inner.col + 1),
@@ -315,7 +317,8 @@ def _bad_token(e: UnexpectedToken, file: str, text: str, toks: list[Tok]) -> Dia
             hint = "to compare two values write `==`"
     elif tok.type == "COLON" and exp <= {"EQUAL", "COMMA"} and prev is not None and prev.first:
         hint = f"a training target is declared `target {prev.text}: f32[...]` inside `train {{ }}`"
-    elif str(tok.value) in KEYWORDS and (exp == {"NAME"} or ("a statement" in words and _next_text(toks, tok) == "=")):
+    elif str(tok.value) in KEYWORDS and (exp == {"NAME"} or ("a statement" in words and _next_text(toks, tok) == "=")
+                                         or ("NAME" in exp and _next_text(toks, tok) in ("=", ":", ",", ")"))):
         hint = f"`{tok.value}` is a keyword; it cannot be used as a name"
     elif exp <= {"EQUAL", "COMMA"} and prev is not None and prev.kind == "word" and not prev.first:
         hint = f"is an operator or `|>` missing before `{prev.text}`?"

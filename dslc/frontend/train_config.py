@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from dslc.diagnostics import Diagnostics, Span, UserError, did_you_mean
+from dslc.frontend.ast import NONE
 
 # function -> (kind, ordered parameters with defaults). A default of None means optional, absent.
 TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -25,7 +26,7 @@ TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 KEYS: dict[str, str] = {
     "optimizer": "optimizer", "schedule": "schedule", "data": "data", "epochs": "positive int",
     "batch_size": "positive int", "seed": "int", "clip": "positive number", "val_split": "fraction",
-    "metric": "metric", "shuffle": "bool", "checkpoint_every": "positive int",
+    "metric": "metric", "shuffle": "bool", "checkpoint_every": "non-negative int",
 }
 METRICS = ("accuracy", "mse", "rmse", "none")
 DEFAULTS = {"optimizer": {"name": "adam", **TRAIN_FUNCTIONS["adam"][1]}, "schedule": None, "data": None,
@@ -89,8 +90,9 @@ class TrainConfig:
             if not isinstance(value, dict) or value.get("kind") != want:
                 names = [n for n, (k, _) in TRAIN_FUNCTIONS.items() if k == want]
                 raise UserError(f"`{key}` must be one of {', '.join(n + '(...)' for n in names)}", where)
-        elif want in ("positive int", "int"):
-            if not isinstance(value, int) or isinstance(value, bool) or (want == "positive int" and value <= 0):
+        elif want in ("positive int", "non-negative int", "int"):
+            if not isinstance(value, int) or isinstance(value, bool) or (want == "positive int" and value <= 0) \
+                    or (want == "non-negative int" and value < 0):
                 raise UserError(f"`{key}` must be a {want.replace('int', 'integer')}, got {_show(value)}", where)
         elif want == "positive number":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
@@ -100,8 +102,9 @@ class TrainConfig:
                 raise UserError(f"`{key}` must be a fraction in [0, 1), got {_show(value)}", where)
         elif want == "metric":
             if value not in METRICS:
+                hint = 'no metric is the string "none": `metric = "none"`' if value is NONE else None
                 raise UserError(f"`metric` must be one of {', '.join(METRICS)}, got {_show(value)}", where,
-                                did_you_mean(value, METRICS) if isinstance(value, str) else None)
+                                did_you_mean(value, METRICS) if isinstance(value, str) else hint)
         elif want == "bool":
             if not isinstance(value, bool):
                 raise UserError(f"`{key}` must be true or false", where)

@@ -3,6 +3,7 @@
 Every window reduction is a loop over the KH*KW kernel offsets, each a whole-tensor strided-slice operation
 (np.maximum / add): a 2x2 stride-2 max pool is four strided slices, ~35x faster than reshape + max, and no loop
 ever runs per sample or per output pixel. Backward scatters with slice-adds per offset (no np.add.at).
+Adaptive average pooling (and bilinear resize) is instead y = A_h x A_w^T with small constant matrices.
 Pads are (top, left, bottom, right) = ONNX (begin..., end...); ceil_mode windows that overhang the padded input
 see -inf (max) or nothing (average).
 """
@@ -166,6 +167,41 @@ def avgpool2d_grad(gy: np.ndarray, g: PoolGeom, count_include_pad: bool = False)
     return _crop(gxp, g)
 
 
+# ---- adaptive average pooling -----------------------------------------------------------------------------------
+
+def adaptive_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
+    """(n_out, n_in) averaging matrix of PyTorch's adaptive pooling: row i is the mean of
+    x[floor(i*n_in/n_out) : ceil((i+1)*n_in/n_out)] (windows may overlap; n_out > n_in repeats cells)."""
+    i = np.arange(n_out)
+    start = (i * n_in) // n_out
+    end = -(-(i + 1) * n_in // n_out)
+    cols = np.arange(n_in)
+    inside = (cols >= start[:, None]) & (cols < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def adaptive_avgpool2d(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """y = A_h x A_w^T over the last two dims; an axis that keeps its size is skipped (x itself when both do)."""
+    H, W = x.shape[2:]
+    y = x
+    if ow != W:
+        y = np.matmul(y, adaptive_matrix(W, ow, x.dtype).T)
+    if oh != H:
+        y = np.matmul(adaptive_matrix(H, oh, x.dtype), y)
+    return y
+
+
+def adaptive_avgpool2d_grad(gy: np.ndarray, H: int, W: int) -> np.ndarray:
+    """The adjoint: gx = A_h^T gy A_w."""
+    oh, ow = gy.shape[2:]
+    gx = gy
+    if ow != W:
+        gx = np.matmul(gx, adaptive_matrix(W, ow, gy.dtype))
+    if oh != H:
+        gx = np.matmul(adaptive_matrix(H, oh, gy.dtype).T, gx)
+    return gx
+
+
 # ---- resize ------------------------------------------------------------------------------------------------------
 
 def upsample_nearest(x: np.ndarray, sh: int, sw: int) -> np.ndarray:
@@ -224,5 +260,6 @@ def upsample_bilinear_grad(gy: np.ndarray, sh: int, sw: int, align_corners: bool
 
 
 __all__ = ["PoolGeom", "pool_geom", "maxpool2d", "maxpool2d_grad", "avgpool2d", "avgpool2d_grad",
-           "upsample_nearest", "upsample_nearest_grad", "interp_matrix", "upsample_bilinear",
+           "adaptive_matrix", "adaptive_avgpool2d", "adaptive_avgpool2d_grad", "upsample_nearest",
+           "upsample_nearest_grad", "interp_matrix", "upsample_bilinear",
            "upsample_bilinear_grad"]

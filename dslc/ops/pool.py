@@ -1,4 +1,5 @@
-"""Pooling and resampling: maxpool, avgpool (1-D or 2-D by input rank), global_avgpool, upsample.
+"""Pooling and resampling: maxpool, avgpool (1-D or 2-D by input rank), global_avgpool, adaptive_avgpool,
+upsample.
 
 prepare() normalises kernel/stride to tuples of the pooled rank (stride defaults to kernel) and padding to
 explicit ONNX pads attrs["pads"] (begin..., end...); "same" as for conv (None when it needs a symbolic size,
@@ -200,6 +201,72 @@ GLOBAL_AVGPOOL = register(Op(
         Case((TensorType((2, 3, 8)),), note="1-D"),
     ],
     lower=global_avgpool_lower, forward=global_avgpool_forward, vjp=global_avgpool_vjp,
+))
+
+
+def _adaptive_prepare(ins, attrs):
+    attrs = dict(attrs)
+    check_positive(attrs, "size")
+    return attrs
+
+
+def _adaptive_infer(ins, attrs):
+    x = ins[0]
+    require_rank(x, (4,), "adaptive_avgpool", layout="N, C, H, W")
+    if not all(is_known(d) for d in x.shape[2:]):
+        raise ShapeError(f"adaptive_avgpool needs a known height and width, got {shp(x)}",
+                         hint="declare the input's spatial size as numbers, or use global_avgpool / avgpool")
+    return [x.with_shape(x.shape[:2] + tuple(attrs["size"]))]
+
+
+def adaptive_avgpool_forward(ctx, xs, ws, attrs):
+    oh, ow = attrs["size"]
+    return [KP.adaptive_avgpool2d(xs[0], oh, ow)], None
+
+
+def adaptive_avgpool_vjp(ctx, gys, saved, xs, ws, attrs):
+    H, W = xs[0].shape[2:]
+    return [KP.adaptive_avgpool2d_grad(gys[0], H, W)], {}
+
+
+def adaptive_avgpool_lower(ctx, node):
+    """Same size: no node; sizes dividing H and W: GlobalAveragePool (1 x 1) or AveragePool with kernel = stride
+    = H/oh, W/ow; otherwise exact as y = A_h x A_w^T: one MatMul by a constant averaging matrix per axis that
+    changes size."""
+    x, t = ctx.x(node), ctx.in_types(node)[0]
+    H, W = t.shape[2:]
+    oh, ow = ctx.attrs(node)["size"]
+    if (oh, ow) == (H, W):
+        ctx.alias(node, x)
+    elif (oh, ow) == (1, 1):
+        ctx.emit("GlobalAveragePool", [x], ctx.out(node))
+    elif H % oh == 0 and W % ow == 0:
+        k = [H // oh, W // ow]
+        ctx.emit("AveragePool", [x], ctx.out(node), kernel_shape=k, strides=k)
+    else:
+        if ow != W:
+            aw = ctx.const(KP.adaptive_matrix(W, ow, np.float32).T, hint="adaptive_w")
+            x = ctx.emit("MatMul", [x, aw], ctx.out(node) if oh == H else None)
+        if oh != H:
+            ah = ctx.const(KP.adaptive_matrix(H, oh, np.float32), hint="adaptive_h")
+            ctx.emit("MatMul", [ah, x], ctx.out(node))
+
+
+ADAPTIVE_AVGPOOL = register(Op(
+    name="adaptive_avgpool", inputs=("x",), infer=_adaptive_infer, prepare=_adaptive_prepare,
+    params=(Param("size", "int2", doc="output size (int or [oh, ow])"),), short="apool",
+    doc="Adaptive average pooling (PyTorch's AdaptiveAvgPool2d): [N, C, H, W] -> [N, C, oh, ow], output cell i "
+        "averages rows floor(i*H/oh) .. ceil((i+1)*H/oh) - 1 (likewise columns); H and W must be known.",
+    cases=[
+        Case((TensorType((2, 3, 8, 6)),), {"size": [4, 3]}, "divisible"),
+        Case((TensorType((2, 3, 7, 5)),), {"size": [3, 2]}, "non-divisible 7->3, 5->2"),
+        Case((TensorType((1, 2, 6, 6)),), {"size": 6}, "identity"),
+        Case((TensorType((2, 2, 5, 5)),), {"size": 1}, "global"),
+        Case((TensorType((1, 2, 6, 7)),), {"size": [3, 3]}, "mixed: H divisible, W not"),
+        Case((TensorType((1, 2, 3, 4)),), {"size": [5, 4]}, "upsampling H, same W"),
+        Case((TensorType(("N", 4, 7, 7)),), {"size": 3}, "symbolic batch"),
+    ],
+    lower=adaptive_avgpool_lower, forward=adaptive_avgpool_forward, vjp=adaptive_avgpool_vjp,
 ))
 
 

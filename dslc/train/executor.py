@@ -413,10 +413,11 @@ class Executor:
 
 # ops whose every output row depends only on the same rows of its batch operands (given the attrs checked below)
 _ROWWISE = {"linear", "conv1d", "conv2d", "conv_transpose2d", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
-            "maxpool", "avgpool", "global_avgpool", "add", "sub", "mul", "div", "flatten", "upsample",
-            "layernorm", "attention", "softmax", "log_softmax"}
+            "maxpool", "avgpool", "global_avgpool", "adaptive_avgpool", "add", "sub", "mul", "div", "flatten",
+            "upsample", "layernorm", "attention", "softmax", "log_softmax"}
 _MEAN_LOSSES = {"cross_entropy", "mse", "bce"}
-_SPATIAL = {"conv1d", "conv2d", "conv_transpose2d", "maxpool", "avgpool", "global_avgpool", "upsample"}
+_SPATIAL = {"conv1d", "conv2d", "conv_transpose2d", "maxpool", "avgpool", "global_avgpool", "adaptive_avgpool",
+            "upsample"}
 SPLIT_MIN_ROWS = 8
 
 

@@ -12,7 +12,8 @@ CATEGORY = {
     "batchnorm": "norm", "layernorm": "norm", "dropout": "norm",
     "relu": "act", "leaky_relu": "act", "sigmoid": "act", "tanh": "act", "gelu": "act", "softmax": "act",
     "log_softmax": "act",
-    "maxpool": "pool", "avgpool": "pool", "global_avgpool": "pool", "upsample": "pool",
+    "maxpool": "pool", "avgpool": "pool", "global_avgpool": "pool", "adaptive_avgpool": "pool",
+    "upsample": "pool",
     "add": "math", "sub": "math", "mul": "math", "div": "math",
     "param": "source", "constant": "source",
 }
@@ -66,6 +67,8 @@ def op_summary(op: str, a: dict) -> str:
             return s
         if op == "linear":
             return f"→ {a['out']}"
+        if op == "adaptive_avgpool":
+            return f"→ {_pair(a['size'])}"
         if op == "attention":
             return f"{a['heads']} heads" + (" causal" if a.get("causal") else "")
         if op == "dropout":

@@ -519,6 +519,65 @@ def test_compile_time_values_builtins_and_operators(tmp_path):
     assert sum(1 for _, op in op_nodes(g) if op == "constant") == 0  # integer arithmetic makes no nodes
 
 
+def test_none_is_an_absent_value_for_optional_block_parameters(tmp_path):
+    g = graph(tmp_path, """
+        block up(x, skip = none, c) {
+            u = x |> upsample(2)
+            v = skip != none ? concat([u, skip], axis=1) : u
+            return v |> conv2d(c, 3, padding=1)
+        }
+        block first_or(xs, fallback = none) {
+            return len(xs) > 0 ? xs[0] : fallback
+        }
+        network n(x: f32[N, 8, 4, 4], e: f32[N, 4, 8, 8], extra = none) {
+            a = x |> up(e, 4) |> up(c=2)                    # with a skip, then without
+            b = x |> up(skip=first_or([]), c=2) as noskip     # `none` passed on explicitly
+            k = first_or([]) == none and first_or([], 3) == 3 and none == none and none != 0
+            k2 = k and [none] != [0] and extra == none and x != none
+            p = x |> maxpool(2, stride=none)                # `none` for an optional op argument: left out
+            q = x |> maxpool(2) |> conv2d(k2 ? 1 : 2, 1)
+            return a, b, p, q
+        }
+    """)
+    assert [n for n, op in op_nodes(g) if op == "concat"] == ["up1.concat1"]
+    assert out(g, "up1.conv1") == T("N", 4, 8, 8) and out(g, "up2.conv1") == T("N", 2, 16, 16)
+    assert ins(g, "up2.conv1") == [("up2.up1", 0)]
+    assert ins(g, "noskip.conv1") == [("noskip.up1", 0)]
+    assert g.nodes["pool1"]["attrs"] == g.nodes["pool2"]["attrs"]
+    assert g.nodes["conv1"]["attrs"]["out"] == 1
+    assert g.graph["params"] == {"extra": None}
+
+
+def test_none_as_a_network_parameter_override(tmp_path):
+    src = """
+        network n(x: f32[N, 4], width = 8, act = none) {
+            h = x |> linear(width)
+            y = act == none ? h : (h |> relu)
+            return y
+        }
+    """
+    g = graph(tmp_path, src)
+    assert [op for _, op in op_nodes(g)] == ["linear"]
+    g = graph(tmp_path, src, params={"act": "relu"})
+    assert [op for _, op in op_nodes(g)] == ["linear", "relu"] and g.graph["params"] == {"width": 8, "act": "relu"}
+    g = graph(tmp_path, src, params={"act": None})  # Python's None is `none`
+    assert [op for _, op in op_nodes(g)] == ["linear"] and g.graph["params"] == {"width": 8, "act": None}
+
+
+def test_overriding_a_tensor_input_says_so(tmp_path):
+    path = write(tmp_path / "main.net", """
+        network n(x: f32[N, 4], width = 8) {
+            y = x |> linear(width)
+            return y
+        }
+    """)
+    prog = dslc.load(path, params={"x": 3})
+    errors = [d for d in prog.diagnostics.items if d.severity == "error"]
+    assert [d.message for d in errors] == ["`x` is a tensor input of network `n` and cannot be overridden"]
+    assert (errors[0].span.line, errors[0].span.col) == (2, 11)
+    assert "has no parameter" not in prog.diagnostics.render_all()
+
+
 def test_symbolic_dims_flow_through_shape_rules(tmp_path):
     g = graph(tmp_path, """
         network n(x: f32[N, 3, H, W], t: f32[B, T, 16]) {
@@ -737,6 +796,21 @@ def test_train_section_defaults(tmp_path):
         "schedule": None, "data": None, "epochs": 10, "batch_size": 32, "seed": 0, "clip": None, "val_split": 0.0,
         "metric": None, "shuffle": True, "checkpoint_every": 0}
     assert g.graph["loss"] == ("loss.mse1", 0)
+
+
+def test_checkpoint_every_zero_is_accepted(tmp_path):
+    g = graph(tmp_path, """
+        network reg(x: f32[N, 2]) {
+            y = x |> linear(1)
+            return y
+        }
+        train {
+            target t: f32[N, 1]
+            loss = mse(y, t)
+            checkpoint_every = 0
+        }
+    """)
+    assert g.graph["train"]["checkpoint_every"] == 0
 
 
 def test_constant_schedule_is_the_train_function_not_the_op(tmp_path):

@@ -144,3 +144,18 @@ def test_onnx_agrees_with_the_numpy_executor(op, case):
                               ws, attrs)
     for y, w in zip(got, want):
         np.testing.assert_allclose(y, np.asarray(w), rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("hw,size,ops", [
+    ((6, 6), 6, []),                                   # the identity: no node
+    ((5, 7), 1, ["GlobalAveragePool"]),
+    ((8, 6), [4, 3], ["AveragePool"]),                 # sizes divide: kernel = stride = 2
+    ((7, 5), [3, 2], ["MatMul", "MatMul"]),            # exact: one averaging matrix per axis
+    ((6, 7), [6, 3], ["MatMul"]),                      # H keeps its size: only W's matrix
+])
+def test_adaptive_avgpool_lowers_lean(hw, size, ops):
+    from dslc.ops.registry import Case, get
+    from dslc.types import TensorType
+    g = one_node_graph(get("adaptive_avgpool"), Case((TensorType((1, 2) + hw),), {"size": size}))
+    model, _ = compile_graph(g, seed=0)
+    assert [n.op_type for n in model.graph.node if n.op_type != "Identity"] == ops

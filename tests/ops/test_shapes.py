@@ -8,7 +8,7 @@ from dslc.types import TensorType
 CASES = all_cases()
 EXPECTED_OPS = {
     "linear", "conv1d", "conv2d", "conv_transpose2d", "maxpool", "avgpool", "global_avgpool", "upsample",
-    "batchnorm", "layernorm", "dropout", "softmax", "log_softmax", "flatten", "reshape", "transpose", "concat",
+    "adaptive_avgpool", "batchnorm", "layernorm", "dropout", "softmax", "log_softmax", "flatten", "reshape", "transpose", "concat",
     "slice", "split", "mean", "add", "sub", "mul", "div", "matmul", "attention", "expand_batch", "param",
     "constant", "mse", "bce", "cross_entropy", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
 }
@@ -195,6 +195,20 @@ def test_pooling():
         infer("maxpool", T(1, 1, 2, 2), kernel=3)
     with pytest.raises(TypeError, match="half the kernel"):
         infer("maxpool", T(1, 1, 8, 8), kernel=2, padding=2)
+
+
+def test_adaptive_avgpool():
+    assert shape("adaptive_avgpool", T("N", 256, 13, 13), size=6) == ("N", 256, 6, 6)
+    assert shape("adaptive_avgpool", T(2, 3, 7, 5), size=[3, 2]) == (2, 3, 3, 2)
+    assert shape("adaptive_avgpool", T(1, 1, 3, 4), size=[5, 4]) == (1, 1, 5, 4)  # enlarging is allowed
+    with pytest.raises(ShapeError, match="known height and width"):
+        infer("adaptive_avgpool", T("N", 3, "H", 8), size=2)
+    with pytest.raises(ShapeError, match="rank-4"):
+        infer("adaptive_avgpool", T(2, 3, 8), size=2)
+    with pytest.raises(TypeError, match="positive"):
+        infer("adaptive_avgpool", T(1, 1, 4, 4), size=[2, 0])
+    with pytest.raises(TypeError, match="list of 2 integers"):
+        infer("adaptive_avgpool", T(1, 1, 4, 4), size=[2, 2, 2])
 
 
 def test_upsample():

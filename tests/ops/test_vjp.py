@@ -506,6 +506,24 @@ def test_bilinear_upsample_matches_pytorch_formula(align):
     np.testing.assert_array_equal(yn, x.repeat(sh, 2).repeat(sw, 3))
 
 
+@pytest.mark.parametrize("hw,size", [((7, 5), [3, 2]), ((8, 6), [4, 3]), ((6, 6), [6, 6]), ((3, 4), [5, 4]),
+                                     ((5, 7), [1, 1]), ((13, 13), [6, 6])])
+def test_adaptive_avgpool_matches_pytorch_windows(hw, size):
+    """PyTorch's AdaptiveAvgPool2d: output (i, j) is the mean of rows floor(i*H/oh) .. ceil((i+1)*H/oh) - 1
+    and the same columns for W / ow."""
+    rng = np.random.default_rng(0)
+    H, W = hw
+    x = rng.standard_normal((2, 3, H, W))
+    oh, ow = size
+    y = fwd("adaptive_avgpool", [x], size=size)
+    ref = np.zeros((2, 3, oh, ow))
+    for i, j in itertools.product(range(oh), range(ow)):
+        h0, h1 = (i * H) // oh, math.ceil((i + 1) * H / oh)
+        w0, w1 = (j * W) // ow, math.ceil((j + 1) * W / ow)
+        ref[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    np.testing.assert_allclose(y, ref, atol=1e-12)
+
+
 @pytest.mark.parametrize("name,shape,attrs", [
     ("conv2d", (2, 3, 16, 17), {"out": 4, "kernel": 3, "padding": 1}),                   # per-sample GEMMs
     ("conv2d", (1, 4, 18, 18), {"out": 4, "kernel": 3, "groups": 2, "dilation": 2}),
