@@ -253,7 +253,11 @@ def conv_transpose2d_lower(ctx, node):
 CONV_TRANSPOSE2D = register(Op(
     name="conv_transpose2d", inputs=("x",), infer=_deconv_infer, prepare=_deconv_prepare, weights=_deconv_weights,
     macs=_deconv_macs, short="deconv",
-    params=_conv_params("int2")[:4] + (Param("output_padding", "int2", 0),) + _conv_params("int2")[4:],
+    params=_conv_params("int2")[:3]
+    + (Param("padding", "padding", 0, doc='int, per-dim list or explicit pads (begin..., end...); "same" is not '
+             'supported (the output size of a transposed conv is set by stride and output_padding)'),
+       Param("output_padding", "int2", 0))
+    + _conv_params("int2")[4:],
     doc="2-D transposed convolution [N, Cin, H, W] -> [N, out, H', W'] with H' = (H-1)*stride - pad_begin - "
         "pad_end + dilation*(kernel-1) + output_padding + 1.",
     cases=[
