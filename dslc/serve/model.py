@@ -196,25 +196,23 @@ class ServedModel:
 
     @staticmethod
     def _batchable(ins, outs) -> tuple[bool, str]:
-        symbols = set()
-        for a in ins:
-            if not a.shape:
-                return False, f"input '{a.name}' is a scalar"
-            d0 = a.shape[0]
-            if isinstance(d0, int):
-                return False, f"input '{a.name}' has a fixed first dimension {d0}"
-            symbols.add(d0)
-        named = {s for s in symbols if isinstance(s, str)}
-        if len(named) > 1:
-            return False, "the inputs' first dimensions are different symbols " + ", ".join(sorted(named))
-        for a in outs:
-            if not a.shape:
-                return False, f"output '{a.name}' is a scalar"
-            d0 = a.shape[0]
-            if isinstance(d0, int):
-                return False, f"output '{a.name}' has a fixed first dimension {d0}"
-            if isinstance(d0, str) and named and d0 not in named:
-                return False, f"output '{a.name}' has first dimension '{d0}', not the inputs' '{next(iter(named))}'"
+        """Rows can be merged along dim 0 when every input and output leads with the same symbolic dim."""
+        named: set[str] = set()
+        for kind, tensors in (("input", ins), ("output", outs)):
+            for a in tensors:
+                if not a.shape:
+                    return False, f"{kind} '{a.name}' is a scalar"
+                d0 = a.shape[0]
+                if isinstance(d0, int):
+                    return False, f"{kind} '{a.name}' has a fixed first dimension {d0}"
+                if kind == "input":
+                    if isinstance(d0, str):
+                        named.add(d0)
+                elif isinstance(d0, str) and named and d0 not in named:
+                    return False, (f"output '{a.name}' has first dimension '{d0}', not the inputs' "
+                                   f"'{next(iter(named))}'")
+            if kind == "input" and len(named) > 1:
+                return False, "the inputs' first dimensions are different symbols " + ", ".join(sorted(named))
         return True, ""
 
     def _warmup(self) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from dslc.types import NUMPY_DTYPE
+from dslc.weights import load_weights
 
 
 class DataError(ValueError):
@@ -265,8 +266,7 @@ def _numbered(z, prefix):
 def npz(path: str | os.PathLike) -> Dataset:
     p = Path(path)
     try:
-        with np.load(p, allow_pickle=False) as f:
-            z = {k: f[k] for k in f.files}
+        z = load_weights(p)  # any .npz, read without pickle
     except FileNotFoundError:
         raise DataError(f"data file {p} not found") from None
     except (OSError, ValueError) as e:

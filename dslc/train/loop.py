@@ -28,6 +28,7 @@ import numpy as np
 from dslc.train import data as D
 from dslc.train.executor import Executor, ExecutorError
 from dslc.train.optim import OptimizerError, clip_grad_norm, make_optimizer, make_schedule
+from dslc.weights import load_weights
 
 CHECKPOINT_VERSION = 1
 PLOT_EVERY_S = 10.0   # the loss/metric plot is redrawn at most this often during training, and at the end
@@ -219,8 +220,7 @@ def save_checkpoint(path, weights: dict, opt, meta: dict) -> None:
 def load_checkpoint(path) -> tuple[dict, dict, dict]:
     """(weights, optimiser arrays, meta) from a checkpoint written by save_checkpoint."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
+        files = load_weights(path)  # any .npz, read without pickle
     except FileNotFoundError:
         raise TrainError(f"no checkpoint at {path} to resume from") from None
     except (OSError, ValueError) as e:
