@@ -124,7 +124,7 @@ def _interleaved(jobs: dict, rounds: int) -> dict:
     return {k: min(v) for k, v in times.items()}
 
 
-def dslc_compile(net: Path, out: Path, fold_bn: bool = False, weights=None):
+def dslc_compile(net: Path, out: Path, fold_bn: bool = True, weights=None):
     from dslc.lowering.compile import compile_graph, load_program
     _prog, g = load_program(net)
     compile_graph(g, fold_bn=fold_bn, weights=weights, materialize=False, output=out)   # = `dslc compile`
@@ -227,7 +227,7 @@ def main() -> int:
             warm_up_torch(tmp, True)
         for depth in (18, 50):
             net = ROOT / "networks" / f"resnet{depth}.net"
-            files = {"dslc": tmp / f"dslc{depth}.onnx", "dslc --fold-bn": tmp / f"dslcf{depth}.onnx",
+            files = {"dslc": tmp / f"dslc{depth}.onnx", "dslc --no-fold-bn": tmp / f"dslcu{depth}.onnx",
                      "torch legacy": tmp / f"tl{depth}.onnx", "torch dynamo": tmp / f"td{depth}.onnx"}
             from dslc.lowering.compile import load_program
             from dslc.weights import init_weights
@@ -235,7 +235,7 @@ def main() -> int:
             model = torch_resnet(depth).eval()              # so does dslc's "weights given" variant
             jobs = {
                 "dslc": lambda: dslc_compile(net, files["dslc"]),
-                "fold": lambda: dslc_compile(net, files["dslc --fold-bn"], fold_bn=True),
+                "nofold": lambda: dslc_compile(net, files["dslc --no-fold-bn"], fold_bn=False),
                 "given": lambda: dslc_compile(net, tmp / "given.onnx", weights=given),
                 "build": lambda: torch_resnet(depth).eval(),
                 "legacy": lambda: torch_export(model, files["torch legacy"], False),
@@ -245,11 +245,11 @@ def main() -> int:
             else:
                 files.pop("torch dynamo")
             times = _interleaved(jobs, rep)
-            t_dslc, t_fold, t_given, t_build, t_legacy = (times[k] for k in ("dslc", "fold", "given", "build",
+            t_dslc, t_fold, t_given, t_build, t_legacy = (times[k] for k in ("dslc", "nofold", "given", "build",
                                                                               "legacy"))
             t_dynamo = times.get("dynamo")
             rows_time.append((f"ResNet-{depth}", t_dslc, t_fold, t_given, t_build, t_legacy, t_dynamo))
-            print(f"ResNet-{depth} compile: dslc {t_dslc:.3f}s, dslc --fold-bn {t_fold:.3f}s, dslc given weights "
+            print(f"ResNet-{depth} compile: dslc {t_dslc:.3f}s, dslc --no-fold-bn {t_fold:.3f}s, dslc given weights "
                   f"{t_given:.3f}s, torch module construction {t_build:.3f}s, torch legacy {t_legacy:.3f}s"
                   + (f", torch dynamo {t_dynamo:.3f}s" if t_dynamo else ""), flush=True)
             for k, p in files.items():
@@ -264,7 +264,7 @@ def main() -> int:
                     f"{k} {v[0] * 1e3:.1f} / {v[1] * 1e3:.1f} ms" for k, v in lat.items()), flush=True)
 
     print("\n## Markdown\n")
-    print("| network | dslc compile | --fold-bn | dslc, weights given | torch module build | torch.onnx.export "
+    print("| network | dslc compile | --no-fold-bn | dslc, weights given | torch module build | torch.onnx.export "
           "legacy | dynamo | dslc / legacy | dslc / dynamo | given / dynamo |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, a, f, gv, bld, leg, dyn in rows_time:

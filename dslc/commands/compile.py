@@ -17,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                          "`dslc train`); default: seeded initialisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--batch", type=int, metavar="N", help="fix the batch dim to N (default: symbolic)")
-    p.add_argument("--fold-bn", action="store_true", help="fold batchnorm into the preceding conv")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold each batchnorm that follows a conv into the conv's weight and bias (default: on, "
+                        "as torch.onnx.export does); --no-fold-bn keeps BatchNormalization nodes with the running "
+                        "statistics")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from the checkpoint (default OUT.ckpt.npz) exactly where it stopped")
     p.add_argument("--weights", metavar="W.npz", help="start from these weights instead of a seeded initialisation")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="in the exported model, fold each batchnorm that follows a conv into the conv (default: "
+                        "on, as `dslc compile`); --no-fold-bn keeps BatchNormalization nodes")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -91,7 +94,8 @@ def run(args) -> int:
         s = Settings.resolve(g, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              optimizer=args.optimizer, seed=args.seed, clip=args.clip, val_split=args.val_split,
                              checkpoint_every=args.checkpoint_every)
-        result = run_training(g, s, paths=paths, resume=resume, quiet=args.quiet, weights=weights)
+        result = run_training(g, s, paths=paths, resume=resume, quiet=args.quiet, weights=weights,
+                              fold_bn=args.fold_bn)
     except ExportError as e:
         return fail(str(e), 3)
     except (TrainError, D.DataError, OptimizerError, ExecutorError) as e:

@@ -40,7 +40,7 @@ def check_opset(opset: int) -> None:
 
 
 def compile_graph(g: nx.DiGraph, weights=None, batch: int | None = None, opset: int = DEFAULT_OPSET,
-                  fold_bn: bool = False, seed: int = 0, validate: bool = True, ort: bool = True,
+                  fold_bn: bool = True, seed: int = 0, validate: bool = True, ort: bool = True,
                   materialize: bool = True, output=None) -> tuple[onnx.ModelProto, LowerInfo]:
     """Lower one network graph; validates it (checker, strict shape inference vs dslc's shapes, onnxruntime)
     unless `validate` is False. Raises LoweringError (a dslc bug), WeightsMismatch, ValueError (bad option).
@@ -92,7 +92,7 @@ def load_program(path, network: str | None = None):
 
 
 def compile_file(path, weights=None, batch: int | None = None, opset: int = DEFAULT_OPSET,
-                 fold_bn: bool = False, seed: int = 0, network: str | None = None,
+                 fold_bn: bool = True, seed: int = 0, network: str | None = None,
                  validate: bool = True) -> onnx.ModelProto:
     """Compile a .net file to a validated ONNX model (see compile_graph)."""
     _program, g = load_program(path, network)

@@ -52,7 +52,7 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
-                fold_bn: bool = False, materialize: bool = True) -> tuple[onnx.ModelProto, LowerInfo]:
+                fold_bn: bool = True, materialize: bool = True) -> tuple[onnx.ModelProto, LowerInfo]:
     """Lower the model part of `g` (role == "model") with the given weights (all of them present).
     materialize=False leaves big float initializers dataless (values in info.arrays; see serialize.py)."""
     from dslc.lowering import passes

@@ -4,8 +4,9 @@
   graph output its declared name.
 - Reshape chains collapse: a reshape-like node (Reshape, Flatten, Squeeze, Unsqueeze) whose only consumer
   is a Reshape to a constant shape without 0 entries is dropped.
-- With `fold_bn`, an inference BatchNormalization right after a Conv (whose output feeds nothing else) is
-  folded into the Conv's weight and bias.
+- With `fold_bn` (the default; `--no-fold-bn` turns it off), an inference BatchNormalization right after a Conv
+  (whose output feeds nothing else) is folded into the Conv's weight and bias, as both torch.onnx exporters do;
+  any other BatchNormalization stays a node in inference form (running statistics).
 - Dead nodes and unused initializers are dropped.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ RESHAPE_LIKE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 
 def optimize(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], keep: set[str],
-             fold_bn: bool = False, types: dict | None = None) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+             fold_bn: bool = True, types: dict | None = None) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
     """`types`: tensor name -> dslc TensorType where known (lets reshapes with 0 entries collapse too)."""
     nodes = list(nodes)
     inits = dict(inits)
@@ -116,7 +117,9 @@ def _fold_bn(nodes, inits, keep):
         w = inits[conv.input[1]]
         factor = scale / np.sqrt(var + eps)
         bias = inits[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] else 0.0
-        inits[conv.input[1]] = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        # the per-channel factor in float64, the product in the weight's dtype: one pass over the weights
+        # (ResNet-50: 25 M of them) instead of three, within one rounding of the float64 product
+        inits[conv.input[1]] = w * factor.astype(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1))
         new_b = ((bias - mean) * factor + beta).astype(w.dtype)
         if len(conv.input) > 2 and conv.input[2]:
             inits[conv.input[2]] = new_b

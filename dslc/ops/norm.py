@@ -77,7 +77,7 @@ def batchnorm_vjp(ctx, gys, saved, xs, ws, attrs):
 
 # ---- ONNX lowering: lower(ctx, node), see dslc/lowering/context.py ---------------------------------------
 def batchnorm_lower(ctx, node):
-    """Inference form (running statistics); `dslc compile --fold-bn` folds it into a preceding Conv."""
+    """Inference form (running statistics); `dslc compile` then folds it into a preceding Conv unless --no-fold-bn."""
     ins = [ctx.x(node)] + [ctx.weight(node, k) for k in ("weight", "bias", "running_mean", "running_var")]
     ctx.emit("BatchNormalization", ins, ctx.out(node), epsilon=float(ctx.attrs(node)["eps"]))
 

@@ -308,11 +308,13 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
     atomic_write_bytes(path, buf.getvalue())
 
 
-def export_onnx(g, weights: dict, path) -> None:
-    """The trained model as ONNX (lowering: evaluation-mode graph, weights incl. running stats as initializers)."""
+def export_onnx(g, weights: dict, path, fold_bn: bool = True) -> None:
+    """The trained model as ONNX (lowering: evaluation-mode graph, weights as initializers; each batchnorm's
+    running statistics are folded into the conv before it, or kept in a BatchNormalization node where there is
+    none or with fold_bn=False), as `dslc compile --weights` would write it."""
     from dslc.lowering.compile import compile_graph
     from dslc.lowering.save import save_model
-    model, _info = compile_graph(g, weights=weights)
+    model, _info = compile_graph(g, weights=weights, fold_bn=fold_bn)
     save_model(model, str(path))
 
 
@@ -388,7 +390,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
                  quiet: bool = False, progress: Progress | None = None, dataset: D.Dataset | None = None,
                  weights: dict | None = None, export: bool = True, artefacts: bool = True,
                  log_every: int | None = None, stop_after_steps: int | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+                 on_epoch: Callable[[dict], None] | None = None, fold_bn: bool = True) -> TrainResult:
     """Train graph g. Raises TrainError / DataError / OptimizerError / ExecutorError for the user's mistakes."""
     s = settings
     paths = dict(paths or default_paths(output, g))
@@ -542,7 +544,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             prog.line("test: " + _figures(test, metric))
         if export and paths.get("onnx"):
             try:
-                export_onnx(g, exe.weights, paths["onnx"])
+                export_onnx(g, exe.weights, paths["onnx"], fold_bn=fold_bn)
             except Exception as e:  # a lowering bug must not lose the trained weights: they are in the checkpoint
                 where = f"; the trained weights are in {ckpt_path}" if artefacts else ""
                 raise ExportError(f"training finished, but exporting {paths['onnx']} failed: "

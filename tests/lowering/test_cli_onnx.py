@@ -64,6 +64,27 @@ def test_compile_options(tiny, tmp_path, capsys):
     assert "[2, 3, 8, 8]" in capsys.readouterr().out
 
 
+def test_batchnorm_folds_by_default_and_no_fold_bn_keeps_it(tiny, tmp_path, capsys):
+    """Like torch.onnx.export, the inference export folds conv + batchnorm; --no-fold-bn keeps the
+    BatchNormalization node with its running statistics. Both compute the same function."""
+    _tiny_ok(tiny, capsys)
+    folded, plain = tmp_path / "folded.onnx", tmp_path / "plain.onnx"
+    assert main(["compile", str(tiny), "-o", str(folded)]) == 0
+    assert main(["compile", str(tiny), "-o", str(plain), "--no-fold-bn"]) == 0
+    ops_folded = [n.op_type for n in onnx.load(folded).graph.node]
+    m_plain = onnx.load(plain)
+    ops_plain = [n.op_type for n in m_plain.graph.node]
+    assert "BatchNormalization" not in ops_folded
+    assert ops_plain.count("BatchNormalization") == 1 and len(ops_plain) == len(ops_folded) + 1
+    inits = {t.name for t in m_plain.graph.initializer}
+    assert {"stem1.bn1.running_mean", "stem1.bn1.running_var"} <= inits
+    from dslc.runtime.session import create_session
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y_folded = create_session(str(folded))[0].run(None, {"x": x})[0]
+    y_plain = create_session(str(plain))[0].run(None, {"x": x})[0]
+    np.testing.assert_allclose(y_folded, y_plain, rtol=1e-4, atol=1e-5)
+
+
 def test_compile_with_weights_file(tiny, tmp_path, capsys):
     from dslc.api import load
     from dslc.weights import init_weights, save_weights

@@ -106,3 +106,26 @@ def test_exported_model_is_the_evaluation_mode_network(tmp_path):
     ref = Executor(g, weights=w).forward([x[:10]])["logits"]
     got = ort_session(onnx.load(str(out))).run(None, {"x": x[:10]})[0]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_no_fold_bn_exports_the_running_statistics_as_a_batchnorm_node(tmp_path):
+    """By default the exported model folds batchnorm into the conv (the test above checks its numbers);
+    --no-fold-bn keeps a BatchNormalization node whose statistics are the trained running statistics."""
+    from dslc.train.loop import load_checkpoint
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=(rng.standard_normal((24, 2, 6, 6)) + 2).astype(np.float32),
+             y=rng.integers(0, 3, 24))
+    net = tmp_path / "bn.net"
+    net.write_text(BN_NET)
+    folded, plain = tmp_path / "folded.onnx", tmp_path / "plain.onnx"
+    for out, flags in ((folded, []), (plain, ["--no-fold-bn"])):
+        assert main(["train", str(net), "--data", str(tmp_path / "d.npz"), "-o", str(out), "-q", *flags]) == 0
+    assert "BatchNormalization" not in [n.op_type for n in onnx.load(str(folded)).graph.node]
+    m = onnx.load(str(plain))
+    bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    w, _opt, _meta = load_checkpoint(tmp_path / "plain.ckpt.npz")
+    mean_name, var_name = bn.input[3], bn.input[4]
+    np.testing.assert_array_equal(inits[mean_name], w[mean_name])
+    np.testing.assert_array_equal(inits[var_name], w[var_name])
+    assert np.abs(w[mean_name]).max() > 0
