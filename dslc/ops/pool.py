@@ -98,15 +98,15 @@ def _pool_geom(x, attrs):
 def maxpool_forward(ctx, xs, ws, attrs):
     x = xs[0]
     x4, g = _pool_geom(x, attrs)
-    y = KP.maxpool2d(x4, g)
-    return [y.reshape(y.shape[:2] + y.shape[3:]) if x.ndim == 3 else y], (g, y)
+    y, arg = KP.maxpool2d(x4, g)
+    return [y.reshape(y.shape[:2] + y.shape[3:]) if x.ndim == 3 else y], (g, y, arg)
 
 
 def maxpool_vjp(ctx, gys, saved, xs, ws, attrs):
-    g, y = saved
+    g, y, arg = saved
     x = xs[0]
     x4 = x[:, :, None, :] if x.ndim == 3 else x
-    gx = KP.maxpool2d_grad(gys[0].reshape(y.shape), x4, y, g)
+    gx = KP.maxpool2d_grad(gys[0].reshape(y.shape), x4, y, arg, g)
     return [gx.reshape(x.shape)], {}
 
 

@@ -168,3 +168,64 @@ def test_two_threads_give_the_same_bits(cls, kw):
         ob.step(g)
     for k in a:
         assert np.array_equal(a[k], b[k])
+
+
+# The numpy formulation the compiled kernels replace (dslc/kernels/jit.py): float32 ufuncs, one pass each. The
+# kernels must compute the same float32 operations in the same order, so the results are bit-identical.
+def _numpy_sgd(p, g, st, t, lr, momentum, dampening, nesterov, wd):
+    if wd:
+        g = p * np.float32(wd) + g
+    if momentum:
+        buf = st.setdefault("buf", np.zeros_like(p))
+        if t == 1:
+            buf[...] = g
+        else:
+            buf *= momentum
+            buf += (1.0 - dampening) * g if dampening else g
+        g = buf * momentum + g if nesterov else buf
+    p -= g * lr
+
+
+def _numpy_adam(p, g, st, t, lr, b1, b2, eps, wd, decoupled):
+    m = st.setdefault("m", np.zeros_like(p))
+    v = st.setdefault("v", np.zeros_like(p))
+    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    s = math.sqrt((1.0 - b2) / bc2)
+    if wd and not decoupled:
+        g = p * wd + g
+    m *= b1
+    m += g
+    v *= b2
+    v += g * g
+    tmp = np.sqrt(v)
+    tmp += eps / s
+    tmp = m / tmp
+    tmp *= lr * (1.0 - b1) / (bc1 * s)
+    if wd and decoupled:
+        p *= 1.0 - lr * wd
+    p -= tmp
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("sgd", {}), ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "dampening": 0.1}),
+    ("sgd", {"momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
+    ("adam", {}), ("adam", {"weight_decay": 0.05}), ("adamw", {"weight_decay": 0.05}),
+    ("adam", {"beta1": 0.5, "beta2": 0.9, "eps": 1e-3})])
+def test_compiled_updates_equal_the_numpy_formulation_bit_for_bit(name, kw):
+    rng = np.random.default_rng(3)
+    p = {"w": rng.standard_normal(1001).astype(np.float32)}
+    ref = p["w"].copy()
+    lr = 0.01
+    opt = make_optimizer({"name": name, **kw}, p, lr=lr)
+    st: dict = {}
+    for t in range(1, 6):
+        g = rng.standard_normal(1001).astype(np.float32)
+        opt.step({"w": g})
+        if name == "sgd":
+            _numpy_sgd(ref, g, st, t, lr, kw.get("momentum", 0.0), kw.get("dampening", 0.0),
+                       kw.get("nesterov", False), kw.get("weight_decay", 0.0))
+        else:
+            _numpy_adam(ref, g, st, t, lr, kw.get("beta1", 0.9), kw.get("beta2", 0.999), kw.get("eps", 1e-8),
+                        kw.get("weight_decay", 0.0 if name == "adam" else 0.01), name == "adamw")
+        assert ref.dtype == np.float32
+        np.testing.assert_array_equal(p["w"], ref, err_msg=f"step {t}")
