@@ -7,7 +7,9 @@ Models: the 784-256-10 MLP (networks/mlp_mnist.net) and LeNet-5 (networks/lenet5
 the same shape otherwise). Each (framework, model) runs in its own subprocess with the thread count fixed before
 numpy / torch load (OMP / OpenBLAS / MKL variables and torch.set_num_threads), one warm-up epoch, then
 --epochs timed epochs; with --rounds R the two alternate R times (a shared machine's load drifts). Reported:
-median seconds per epoch, the dslc / PyTorch ratio (< 1: dslc faster; the median of the rounds' ratios), and the
+median seconds per epoch, the dslc / PyTorch ratio (< 1: dslc faster; the median of the rounds' ratios), the
+ratio of each framework's fastest epoch over all rounds ("best/best": on a shared machine whose speed for
+two-thread work flips between states from minute to minute, the least noisy estimate), and the
 peak resident memory of each process (ru_maxrss; it includes the libraries: torch itself is ~300 MB). The
 CPU-time ratio (process CPU seconds per epoch, all threads) is less sensitive to other load on the machine; with
 one thread it is the fairest figure on a busy machine, with two it also counts the threads' spinning.
@@ -150,11 +152,14 @@ def main(argv=None) -> int:
     rows = []
     for model in a.models.split(","):
         ds, ts, ratios, dmem, tmem, dcpu, tcpu = [], [], [], [], [], [], []
+        dall, tall = [], []   # every timed epoch of every round
         for _r in range(a.rounds):   # alternate, so that both see the same machine conditions
             d = run_worker(sys.executable, "dslc", model, a.epochs, a.threads)
             t = run_worker(a.torch_python, "torch", model, a.epochs, a.threads)
             dm, tm = statistics.median(d["times"]), statistics.median(t["times"])
             ds.append(dm)
+            dall += d["times"]
+            tall += t["times"]
             ts.append(tm)
             ratios.append(dm / tm)
             dcpu.append(statistics.median(d["cpu"]))
@@ -165,13 +170,14 @@ def main(argv=None) -> int:
                      "torch_s_per_epoch": statistics.median(ts), "ratio": statistics.median(ratios),
                      "ratios": ratios, "dslc_cpu_s_per_epoch": statistics.median(dcpu),
                      "torch_cpu_s_per_epoch": statistics.median(tcpu),
+                     "best_ratio": min(dall) / min(tall), "dslc_best_s": min(dall), "torch_best_s": min(tall),
                      "cpu_ratio": statistics.median([a / b for a, b in zip(dcpu, tcpu)]), "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
                      "torch": t.get("torch"), "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
     print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}; load average now {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'CPU-time ratio':>15} "
+    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'best/best':>10} {'CPU-time ratio':>15} "
           f"{'dslc peak MB':>13} {'torch peak MB':>14}  wall ratios per round")
     for r in rows:
-        print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
+        print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} {r['best_ratio']:>10.2f} "
               f"{r['cpu_ratio']:>15.2f} {r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))
     if a.json:

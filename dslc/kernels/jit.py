@@ -68,6 +68,16 @@ def sgd_update(p, buf, g, lr, momentum, keep, wd, first, nesterov):
         p[i] = p[i] - d * lr
 
 
+# ---------------------------------------------------------------------------------------------- activations
+
+@jit
+def relu_backward(gy, y, gx):
+    """Flat arrays: gx = gy where y > 0, else 0."""
+    zero = gy.dtype.type(0)
+    for i in range(gy.size):
+        gx[i] = gy[i] if y[i] > 0 else zero
+
+
 # ---------------------------------------------------------------------------------------------- max pooling
 # Halving max pool (2x2 windows, stride 2, tiling the input), on (B, H, W) views. arg: which cell of each window
 # held the maximum, 0-3 row-major; the first on ties (as the slice-mask formulation and PyTorch route the
@@ -125,4 +135,4 @@ def maxpool2x2_backward(gy, arg, gx):
                 r1[q] = v if k == j + 2 else zero
 
 
-__all__ = ["jit", "adam_update", "sgd_update", "maxpool2x2_forward", "maxpool2x2_backward"]
+__all__ = ["jit", "adam_update", "sgd_update", "relu_backward", "maxpool2x2_forward", "maxpool2x2_backward"]

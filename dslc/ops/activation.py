@@ -28,9 +28,15 @@ def relu_forward(ctx, xs, ws, attrs):
     return [y], y
 
 
-# Masks multiply (gy * (y > 0)) rather than np.where: ~10x faster on unpredictable masks.
 def relu_vjp(ctx, gys, saved, xs, ws, attrs):
-    return [gys[0] * (saved > 0)], {}
+    """gy where y > 0, else 0 (PyTorch's threshold_backward: a NaN / inf gradient at a clamped unit gives 0):
+    one compiled pass instead of numpy's compare, bool temporary and multiply (LeNet-5's first relu:
+    0.13 -> 0.04 ms)."""
+    from dslc.kernels.jit import relu_backward
+    gy = np.ascontiguousarray(gys[0])
+    gx = np.empty_like(gy)
+    relu_backward(gy.reshape(-1), saved.reshape(-1), gx.reshape(-1))
+    return [gx], {}
 
 
 def leaky_relu_forward(ctx, xs, ws, attrs):
