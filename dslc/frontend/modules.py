@@ -87,6 +87,8 @@ class ModuleSet:
                             f"imports are relative to the importing file: looked for {p}")
         if p.is_dir():
             raise UserError(f"`{imp.target}` is a directory, not a .net file", imp.span)
+        if not p.is_file():   # a FIFO or device would block the read (or never end)
+            raise UserError(f"`{imp.target}` is not a regular file", imp.span, "import a .net file")
         return p
 
     def _build_table(self, module: A.Module, path: Path, stack: list[Path]) -> None:

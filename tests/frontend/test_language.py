@@ -631,6 +631,24 @@ def test_import_of_a_relative_file_and_its_imports(tmp_path):
                                            "dense1.fc1", "dense1.relu1"]
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes (POSIX)")
+@pytest.mark.timeout(20)
+def test_import_of_a_named_pipe_is_a_diagnostic_not_a_hang(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.net")
+    net = write(tmp_path / "main.net", """
+        import "pipe.net"
+        network n(x: f32[N, 4]) {
+            y = x |> linear(2)
+            return y
+        }
+    """)
+    prog = dslc.load(net)
+    assert not prog.ok
+    text = prog.diagnostics.render_all()
+    assert "`pipe.net` is not a regular file" in text and "main.net:2:" in text
+
+
 def test_import_std_modules(tmp_path):
     g = graph(tmp_path, """
         import std.unet
