@@ -44,7 +44,9 @@ def linear_forward(ctx, xs, ws, attrs):
 def linear_vjp(ctx, gys, saved, xs, ws, attrs):
     x, w = xs[0], ws["weight"]
     gy2 = gys[0].reshape(-1, w.shape[0])
-    gws = {"weight": gy2.T @ x.reshape(-1, x.shape[-1])}
+    x2 = x.reshape(-1, x.shape[-1])
+    # the gradient in the weight's memory order (the executor keeps W column-major: see dslc/train/executor.py)
+    gws = {"weight": (x2.T @ gy2).T if w.flags.f_contiguous and not w.flags.c_contiguous else gy2.T @ x2}
     if attrs["bias"]:
         gws["bias"] = gy2.sum(axis=0)
     gx = (gy2 @ w).reshape(x.shape) if wants(ctx, 0) else None

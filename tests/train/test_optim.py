@@ -229,3 +229,22 @@ def test_compiled_updates_equal_the_numpy_formulation_bit_for_bit(name, kw):
                         kw.get("weight_decay", 0.0 if name == "adam" else 0.01), name == "adamw")
         assert ref.dtype == np.float32
         np.testing.assert_array_equal(p["w"], ref, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_column_major_parameters_update_like_row_major_ones(name):
+    """The executor keeps linear weights column-major; updates must land in those arrays, element for element
+    as for row-major ones, whatever the gradient's own memory order."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((7, 5)).astype(np.float32)
+    pc, pf = {"w": base.copy()}, {"w": np.asfortranarray(base)}
+    assert pf["w"].flags.f_contiguous and not pf["w"].flags.c_contiguous
+    held = pf["w"]
+    oc = make_optimizer({"name": name, "momentum": 0.9} if name == "sgd" else name, pc, lr=0.01)
+    of = make_optimizer({"name": name, "momentum": 0.9} if name == "sgd" else name, pf, lr=0.01)
+    for i in range(4):
+        g = rng.standard_normal((7, 5)).astype(np.float32)
+        oc.step({"w": g})
+        of.step({"w": g if i % 2 else np.asfortranarray(g)})
+    assert pf["w"] is held and not np.array_equal(held, base)
+    np.testing.assert_array_equal(pf["w"], pc["w"])
