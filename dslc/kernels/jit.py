@@ -68,6 +68,31 @@ def sgd_update(p, buf, g, lr, momentum, keep, wd, first, nesterov):
         p[i] = p[i] - d * lr
 
 
+# ---------------------------------------------------------------------------------------------- convolution
+
+@jit
+def col2im_stride1(gcol, gx, OH, OW, KH, KW, C, dh):
+    """Adjoint of im2col for stride 1 and column dilation 1: gcol (N*OH*OW, KH*KW*C), rows = output pixels,
+    columns (kernel row, kernel column, channel); gx (N, Hp, Wp, C) zeroed. Output pixel (oh, ow)'s kernel row i
+    covers gx[n, oh + i*dh, ow:ow+KW, :], one contiguous run of KW*C values, which the inner loop adds
+    (vectorised; numpy's slice-adds per kernel offset move runs of only C values)."""
+    N, Hp, Wp, _ = gx.shape
+    rows = gx.reshape(N, Hp, Wp * C)
+    L = KW * C
+    r = 0
+    for n in range(N):
+        for oh in range(OH):
+            for ow in range(OW):
+                src = gcol[r]
+                r += 1
+                q0 = ow * C
+                for i in range(KH):
+                    dst = rows[n, oh + i * dh]
+                    b = i * L
+                    for k in range(L):
+                        dst[q0 + k] += src[b + k]
+
+
 # ---------------------------------------------------------------------------------------------- activations
 
 @jit
@@ -135,4 +160,4 @@ def maxpool2x2_backward(gy, arg, gx):
                 r1[q] = v if k == j + 2 else zero
 
 
-__all__ = ["jit", "adam_update", "sgd_update", "relu_backward", "maxpool2x2_forward", "maxpool2x2_backward"]
+__all__ = ["jit", "adam_update", "sgd_update", "col2im_stride1", "relu_backward", "maxpool2x2_forward", "maxpool2x2_backward"]
