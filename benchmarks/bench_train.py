@@ -171,13 +171,16 @@ def main(argv=None) -> int:
                      "ratios": ratios, "dslc_cpu_s_per_epoch": statistics.median(dcpu),
                      "torch_cpu_s_per_epoch": statistics.median(tcpu),
                      "best_ratio": min(dall) / min(tall), "dslc_best_s": min(dall), "torch_best_s": min(tall),
-                     "cpu_ratio": statistics.median([a / b for a, b in zip(dcpu, tcpu)]), "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
+                     "cpu_ratio": statistics.median([a / b for a, b in zip(dcpu, tcpu)]),
+                     "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
                      "torch": t.get("torch"), "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
     print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}; load average now {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'best/best':>10} {'CPU-time ratio':>15} "
+    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'best/best':>10} "
+          f"{'CPU-time ratio':>15} "
           f"{'dslc peak MB':>13} {'torch peak MB':>14}  wall ratios per round")
     for r in rows:
-        print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} {r['best_ratio']:>10.2f} "
+        print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
+              f"{r['best_ratio']:>10.2f} "
               f"{r['cpu_ratio']:>15.2f} {r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))
     if a.json:

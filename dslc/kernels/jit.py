@@ -1,14 +1,14 @@
 """Compiled loops (numba) for the places where numpy would make several passes over memory that one loop can do.
 
-Only the training executor and the optimisers use this module, and they import it lazily, so `dslc check`,
-`dslc compile` and serving never load numba. Every kernel:
+Only the numpy executor's op kernels and the optimisers use this module, and they import it lazily, so
+`dslc check`, `dslc compile` and serving never load numba. Every kernel:
 - is compiled with nogil=True, so the batch-parallel executor and the optimiser's two-thread split can run
   kernels concurrently from Python threads (numba's own threading layer is never used: its OpenMP workers would
   spin against OpenBLAS's threads on two cores);
 - uses error_model="numpy" (a float division by zero gives inf, as numpy does; numba's default Python error
   model adds a check per division that stops LLVM from vectorising the loop: Adam 0.46 ms -> 0.07 ms);
-- does the float32 arithmetic numpy would do, in the same order, with no fast-math, so results are
-  bit-identical to the numpy formulation (tests/train/test_optim.py holds the optimisers to it);
+- runs without fast-math; the optimiser updates do the float32 operations the numpy formulation did, in the
+  same order, so their results are bit-identical to it (tests/train/test_optim.py holds them to it);
 - is cached on disk (cache=True: compiled once per machine, ~0.1-0.3 s per kernel and dtype), or compiled
   in each process where no cache location is writable.
 """
@@ -18,8 +18,8 @@ import numba
 import numpy as np
 
 
-
 def jit(f):
+    """numba.njit with the settings above."""
     try:
         return numba.njit(nogil=True, error_model="numpy", cache=True)(f)
     except RuntimeError:   # no writable cache location (read-only install and home): compile in each process
@@ -167,4 +167,5 @@ def maxpool2x2_backward(gy, arg, gx):
                 r1[q] = v if k == j + 2 else zero
 
 
-__all__ = ["jit", "adam_update", "sgd_update", "col2im_stride1", "relu_backward", "maxpool2x2_forward", "maxpool2x2_backward"]
+__all__ = ["jit", "adam_update", "sgd_update", "col2im_stride1", "relu_backward", "maxpool2x2_forward",
+           "maxpool2x2_backward"]

@@ -3,8 +3,8 @@ gradient clipping.
 
 Everything is float32 and in place: `step(grads, lr)` updates the parameter arrays it was given (the executor's
 weights) and its own state in one compiled pass per parameter (dslc.kernels.jit: Adam's ten numpy passes over
-every weight took 3.4x as long), so a training step allocates nothing here. The kernels compute exactly what the
-numpy formulation in each class's docstring computes, in float32, bit for bit.
+every weight took 3.4x as long), so a training step allocates nothing here. The kernels give, bit for bit, what
+that numpy formulation gave (tests/train/test_optim.py keeps it as their oracle).
 No randomness: the same gradients give the same weights, bit for bit. State (moments, step count) round-trips
 through `state_dict()` / `load_state_dict()` as plain arrays and numbers (checkpoints, allow_pickle=False).
 """
