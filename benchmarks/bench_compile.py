@@ -167,15 +167,16 @@ def optimized_nodes(path: Path) -> int:
     return len(onnx.load(out, load_external_data=False).graph.node)
 
 
-def latencies(files: dict, batch: int, runs: int) -> dict:
-    """(median, min) onnxruntime CPU latency per model; runs interleaved round-robin so load from other
-    processes on the (shared) machine hits every model alike."""
+def latencies(files: dict, batch: int, runs: int, threads: int | None = None) -> dict:
+    """(median, min, per-round times) onnxruntime CPU latency per model; runs interleaved round-robin so load
+    from other processes on the (shared) machine hits every model alike, and each round's models can be
+    compared pairwise (the median of those ratios is the least noisy figure)."""
     import onnxruntime as ort
     sessions = {}
     for k, path in files.items():
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        so.intra_op_num_threads = len(os.sched_getaffinity(0))
+        so.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sessions[k] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
@@ -187,7 +188,7 @@ def latencies(files: dict, batch: int, runs: int) -> dict:
             t = time.perf_counter()
             s.run(None, {s.get_inputs()[0].name: x})
             times[k].append(time.perf_counter() - t)
-    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
+    return {k: (statistics.median(v), min(v), v) for k, v in times.items()}
 
 
 def warm_up_torch(tmp: Path, dynamo: bool) -> None:
@@ -207,6 +208,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, no batch-32 latency")
     ap.add_argument("--no-dynamo", action="store_true", help="skip the (slow) dynamo exporter")
+    ap.add_argument("--latency-threads", type=int, help="onnxruntime intra-op threads for the latency runs "
+                    "(default: every core; 1 is steadier on a shared machine)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -214,7 +217,7 @@ def main() -> int:
 
     import dslc
     rep = 1 if args.quick else 5
-    runs = {1: 5 if args.quick else 20, 32: 6}
+    runs = {1: 5 if args.quick else 60, 32: 6}
     batches = (1,) if args.quick else (1, 32)
     print(f"# dslc {dslc.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}, "
           f"{len(os.sched_getaffinity(0))} CPU threads")
@@ -258,7 +261,7 @@ def main() -> int:
                 rows_nodes.append((f"ResNet-{depth}", k, n, ops, n_ort))
                 print(f"  nodes {k}: {n} {ops}; after onnxruntime's optimizations: {n_ort}", flush=True)
             for b in batches:
-                lat = latencies(files, b, runs[b])
+                lat = latencies(files, b, runs[b], args.latency_threads)
                 rows_lat.append((f"ResNet-{depth}", b, lat))
                 print(f"  latency batch {b} (median, min): " + ", ".join(
                     f"{k} {v[0] * 1e3:.1f} / {v[1] * 1e3:.1f} ms" for k, v in lat.items()), flush=True)
@@ -278,14 +281,19 @@ def main() -> int:
     for name, k, n, ops, n_ort in rows_nodes:
         ops_s = ", ".join(f"{o} {c}" for o, c in sorted(ops.items(), key=lambda t: -t[1]))
         print(f"| {name} | {k} | {n} | {ops_s} | {n_ort} |")
-    print("\nLatency: median / min of interleaved runs; ratios of the minima.\n")
-    print("| network | batch | " + " | ".join(rows_lat[0][2]) + " | dslc / legacy | dslc / dynamo |")
-    print("|---|---|" + "---|" * (len(rows_lat[0][2]) + 2))
+    print("\nLatency: median / min of interleaved runs; ratios of the minima, and the median of the rounds' "
+          "paired ratios.\n")
+    print("| network | batch | " + " | ".join(rows_lat[0][2]) + " | dslc / legacy | dslc / dynamo | "
+          "paired median dslc / legacy | paired median dslc / dynamo |")
+    print("|---|---|" + "---|" * (len(rows_lat[0][2]) + 4))
     for name, b, lat in rows_lat:
         cells = " | ".join(f"{v[0] * 1e3:.0f} / {v[1] * 1e3:.0f} ms" for v in lat.values())
         r_leg = lat["dslc"][1] / lat["torch legacy"][1]
         r_dyn = f"{lat['dslc'][1] / lat['torch dynamo'][1]:.2f}" if "torch dynamo" in lat else "–"
-        print(f"| {name} | {b} | {cells} | {r_leg:.2f} | {r_dyn} |")
+        p_leg = statistics.median(a / c for a, c in zip(lat["dslc"][2], lat["torch legacy"][2]))
+        p_dyn = (f"{statistics.median(a / c for a, c in zip(lat['dslc'][2], lat['torch dynamo'][2])):.2f}"
+                 if "torch dynamo" in lat else "–")
+        print(f"| {name} | {b} | {cells} | {r_leg:.2f} | {r_dyn} | {p_leg:.2f} | {p_dyn} |")
     return 0
 
 

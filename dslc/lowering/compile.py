@@ -52,7 +52,9 @@ def compile_graph(g: nx.DiGraph, weights=None, batch: int | None = None, opset: 
     if batch is not None:
         g = bind_batch(g, batch)
     w = resolve_weights(g, weights, seed)
-    model, info = lower_graph(g, w, opset=opset, fold_bn=fold_bn, materialize=False)
+    # weights made here (seeded) or read from a file are ours to fold in place; a caller's dict is not
+    owned = weights is None or isinstance(weights, (str, Path))
+    model, info = lower_graph(g, w, opset=opset, fold_bn=fold_bn, materialize=False, fold_in_place=owned)
     if validate:
         from dslc.lowering.validate import validate as _validate
         _validate(model, info, ort=ort, checker=output is None)

@@ -52,9 +52,12 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET,
-                fold_bn: bool = True, materialize: bool = True) -> tuple[onnx.ModelProto, LowerInfo]:
+                fold_bn: bool = True, materialize: bool = True,
+                fold_in_place: bool = False) -> tuple[onnx.ModelProto, LowerInfo]:
     """Lower the model part of `g` (role == "model") with the given weights (all of them present).
-    materialize=False leaves big float initializers dataless (values in info.arrays; see serialize.py)."""
+    materialize=False leaves big float initializers dataless (values in info.arrays; see serialize.py).
+    fold_in_place: the weights are the caller's to spend (fresh from initialisation or a file), so batchnorm
+    folding may scale conv weights in place instead of allocating new arrays."""
     from dslc.lowering import passes
     from dslc.ops.registry import get
 
@@ -107,7 +110,8 @@ def lower_graph(g: nx.DiGraph, weights: dict[str, np.ndarray], opset: int = DEFA
 
     keep = set(g.graph["outputs"])
     types = {t: g.nodes[n]["outputs"][i] for (n, i), t in ctx.values.items()}
-    nodes, inits = passes.optimize(ctx.nodes, ctx.initializers, keep, fold_bn=fold_bn, types=types)
+    nodes, inits = passes.optimize(ctx.nodes, ctx.initializers, keep, fold_bn=fold_bn, types=types,
+                                   fold_in_place=fold_in_place)
 
     # Trace every remaining value to the dslc node (and type) it stands for.
     live = {o for nd in nodes for o in nd.output} | set(g.graph["inputs"]) | keep

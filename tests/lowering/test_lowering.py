@@ -165,6 +165,28 @@ def test_fold_bn_is_equivalent_and_leaner():
     np.testing.assert_allclose(run(folded, {"x": x})[0], run(plain, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
+def test_folding_never_changes_the_callers_weights():
+    """Folding scales conv weights in place only when compile made them (seeded); a given dict stays as it was,
+    and compiling twice gives the same model."""
+    g = _conv_bn_graph()
+    w = init_weights(g, 3)
+    for k in ("bn.running_var", "bn2.running_var"):
+        w[k] = np.full_like(w[k], 4.0)   # factor 1/2: folding visibly changes the conv weights
+    before = {k: v.copy() for k, v in w.items()}
+    given, _ = compile_graph(g, weights=w)
+    for k in w:
+        np.testing.assert_array_equal(w[k], before[k], err_msg=k)
+    a, _ = compile_graph(g, seed=3)
+    b, _ = compile_graph(g, seed=3)
+    ta = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
+    tb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    tg = {t.name: onnx.numpy_helper.to_array(t) for t in given.graph.initializer}
+    assert not np.array_equal(tg["conv.weight"], w["conv.weight"])   # it was folded, into a copy
+
+
 def test_fold_bn_keeps_a_conv_output_that_is_also_used_elsewhere():
     g = ir.new_graph("net")
     ir.add_input(g, "x", TensorType((1, 2, 4, 4)))
