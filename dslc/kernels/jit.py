@@ -75,6 +75,52 @@ def sgd_update(p, buf, g, lr, momentum, keep, wd, first, nesterov):
         p[i] = p[i] - d * lr
 
 
+# ---------------------------------------------------------------------------------------------- losses
+
+@jit
+def xent_rows_forward(z, idx, p, eps):
+    """Cross-entropy of [N, C] logits z against class indices idx, label smoothing eps: writes softmax(z) to p
+    and returns the summed loss (the caller divides by N), or -1 if an index is out of [0, C) (a loss is never
+    negative). Per row, with max subtraction: nll = log(sum exp(z - m)) - (z[k] - m); smoothed:
+    (1 - eps) nll + eps (log s - mean_c(z_c - m))."""
+    N, C = z.shape
+    for i in range(N):
+        if idx[i] < 0 or idx[i] >= C:
+            return -1.0
+    total = 0.0
+    for i in range(N):
+        m = z[i, 0]
+        for c in range(1, C):
+            if z[i, c] > m:
+                m = z[i, c]
+        s = 0.0
+        zsum = 0.0
+        for c in range(C):
+            d = z[i, c] - m
+            e = np.exp(d)
+            p[i, c] = e
+            s += e
+            zsum += d
+        logs = np.log(s)
+        nll = logs - (z[i, idx[i]] - m)
+        total += (1.0 - eps) * nll + eps * (logs - zsum / C) if eps != 0 else nll
+        inv = 1.0 / s
+        for c in range(C):
+            p[i, c] = p[i, c] * inv
+    return total
+
+
+@jit
+def xent_rows_backward(p, idx, eps, scale):
+    """In place: p (softmax) becomes (p - t') * scale, t' the smoothed one-hot rows of idx."""
+    N, C = p.shape
+    off = eps / C
+    for i in range(N):
+        for c in range(C):
+            p[i, c] = (p[i, c] - off) * scale
+        p[i, idx[i]] -= (1.0 - eps) * scale
+
+
 # ---------------------------------------------------------------------------------------------- convolution
 
 @jit
@@ -167,5 +213,5 @@ def maxpool2x2_backward(gy, arg, gx):
                 r1[q] = v if k == j + 2 else zero
 
 
-__all__ = ["jit", "adam_update", "sgd_update", "col2im_stride1", "relu_backward", "maxpool2x2_forward",
-           "maxpool2x2_backward"]
+__all__ = ["jit", "adam_update", "sgd_update", "xent_rows_forward", "xent_rows_backward", "col2im_stride1",
+           "relu_backward", "maxpool2x2_forward", "maxpool2x2_backward"]

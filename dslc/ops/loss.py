@@ -63,25 +63,24 @@ def _ce_index(logits, target):
 
 
 class _RowsSaved:
-    __slots__ = ("p", "rows", "idx")
+    __slots__ = ("p", "idx")
 
-    def __init__(self, p, rows, idx):
-        self.p, self.rows, self.idx = p, rows, idx
+    def __init__(self, p, idx):
+        self.p, self.idx = p, idx
 
 
 def _ce_rows_forward(z, t, c, eps):
-    """[N, C] logits with class indices (the common case): one softmax pass, row-indexed picks (take_along_axis
-    and put_along_axis cost more than the arithmetic at these sizes: 3x faster forward + backward)."""
-    idx = _ce_index(z, t)[:, 0]
-    rows = np.arange(z.shape[0])
-    zs = z - z.max(axis=1, keepdims=True)
-    p = np.exp(zs)
-    s = p.sum(axis=1, keepdims=True)
-    logs = np.log(s)
-    nll = logs.sum() - zs[rows, idx].sum()             # -sum_i log_softmax(z)_i,t_i
-    loss = (1.0 - eps) * nll - (eps / c) * (zs.sum() - c * logs.sum()) if eps else nll
-    p /= s
-    return [np.asarray(loss / z.shape[0], dtype=z.dtype)], _RowsSaved(p, rows, idx)
+    """[N, C] logits with class indices (the common case): softmax, the loss and the class picks in one compiled
+    pass over the rows (dslc.kernels.jit.xent_rows_forward; the numpy formulation took ten array calls, ~30 us
+    for a 64 x 10 batch, most of it call overhead)."""
+    from dslc.kernels.jit import xent_rows_forward
+    idx = np.ascontiguousarray(t, dtype=np.intp)
+    zc = np.ascontiguousarray(z)
+    p = np.empty_like(zc)
+    loss = xent_rows_forward(zc, idx, p, float(eps))
+    if loss < 0:   # a class index out of range (the kernel's signal): say which
+        _ce_index(z, t)
+    return [np.asarray(loss / z.shape[0], dtype=z.dtype)], _RowsSaved(p, idx)
 
 
 def cross_entropy_forward(ctx, xs, ws, attrs):
@@ -107,13 +106,12 @@ def cross_entropy_vjp(ctx, gys, saved, xs, ws, attrs):
     """d/dz = softmax(z) * sum_c t'_c - t' (sum_c t'_c = 1 for class indices)."""
     z, t = xs
     if isinstance(saved, _RowsSaved):
-        gz = saved.p  # the forward's softmax, ours to overwrite: d/dz = p - t' (t' smoothed one-hot)
-        if K.wants(ctx, 0):
-            if attrs["label_smoothing"]:
-                gz -= attrs["label_smoothing"] / z.shape[1]
-            gz[saved.rows, saved.idx] -= 1.0 - attrs["label_smoothing"]
-            _scaled(gz, gys[0], z.shape[0])
-        return [gz if K.wants(ctx, 0) else None, None], {}
+        if not K.wants(ctx, 0):
+            return [None, None], {}
+        from dslc.kernels.jit import xent_rows_backward
+        gz = saved.p  # the forward's softmax, ours to overwrite: d/dz = (p - t') * gy / N (t' smoothed one-hot)
+        xent_rows_backward(gz, saved.idx, float(attrs["label_smoothing"]), float(gys[0]) / z.shape[0])
+        return [gz, None], {}
     logp = saved
     c, eps = z.shape[1], attrs["label_smoothing"]
     count = z.size // c
