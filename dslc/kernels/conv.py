@@ -228,8 +228,8 @@ def conv2d_grad_input(gy, w, g: Geom):
         return _dw_grad_input(gy, w, g)
     if _kmajor(g):
         return _km_grad_input(gy, w, g)
-    if _offset_gemms(g):
-        return _grad_input_rows(gy, w, g) if g.dw == 1 else _grad_input_offsets(gy, w, g)
+    if _few_channels_stride1(g):
+        return _grad_input_stride1(gy, w, g)
     return col2im(_gy_times_wt(gy, _wmat(w, g), g), g)
 
 
@@ -302,38 +302,24 @@ def _km_grad_input(gy, w, g: Geom):
     return np.ascontiguousarray(gxp[:, :, g.pt:g.pt + g.H, g.pl:g.pl + g.W].transpose(1, 0, 2, 3))
 
 
-# ---- input gradient of ungrouped stride-1 convolutions with few channels: one GEMM per kernel offset -------------
-# col2im adds runs of Cg floats (6 for LeNet-5's second layer: 3-4x slower than this). Here a batched matmul gives
-# each kernel offset its own contiguous NHWC slab, gy_rows @ w[:, :, i, j], added with runs of OW*Cg floats.
+# ---- input gradient of ungrouped stride-1 convolutions with few channels -----------------------------------------
+# col2im's numpy slice-adds move runs of only Cg floats (6 for LeNet-5's second layer). Instead: one GEMM for the
+# whole column gradient, then a compiled col2im (dslc.kernels.jit) whose inner loop adds a kernel row's KW*Cg
+# values onto one contiguous run of the NHWC gradient (LeNet-5's second layer: 1.33 -> 0.95 ms, 1 thread).
 
-_OFFSET_GEMMS_MAX_C = 32
-
-
-def _offset_gemms(g: Geom) -> bool:
-    return g.G == 1 and g.sh == 1 and g.sw == 1 and g.Cg < _OFFSET_GEMMS_MAX_C
+_FEW_CHANNELS = 32
 
 
-def _grad_input_offsets(gy, w, g: Geom):
-    gy2 = _to_rows(gy, g)
-    wt = np.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(g.KH * g.KW, g.O, g.C)
-    blocks = np.matmul(gy2, wt).reshape(g.KH, g.KW, g.N, g.OH, g.OW, g.C)
-    gxn = np.zeros((g.N, g.Hp, g.Wp, g.C), gy.dtype)
-    for i in range(g.KH):
-        for j in range(g.KW):
-            rs, cs = _win(g, i, j)
-            gxn[:, rs, cs] += blocks[i, j]
-    return np.ascontiguousarray(gxn[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W, :].transpose(0, 3, 1, 2))
+def _few_channels_stride1(g: Geom) -> bool:
+    return g.G == 1 and g.sh == 1 and g.sw == 1 and g.Cg < _FEW_CHANNELS
 
 
-def _grad_input_rows(gy, w, g: Geom):
-    """Column dilation 1: one GEMM for the whole column gradient, then a compiled col2im in which each kernel
-    row's KW*Cg values add onto a contiguous run of the NHWC gradient (LeNet-5's second layer: 1.33 -> 0.95 ms,
-    1 thread)."""
+def _grad_input_stride1(gy, w, g: Geom):
     from dslc.kernels.jit import col2im_stride1
     gcol = _gy_times_wt(gy, _wmat(w, g), g)   # (N*OH*OW, KH*KW*C), or (N, OH*OW, KH*KW*C) per sample
     gxn = np.zeros((g.N, g.Hp, g.Wp, g.C), gy.dtype)
     rows = np.ascontiguousarray(gcol).reshape(g.N * g.OH * g.OW, -1)
-    col2im_stride1(rows, gxn, g.OH, g.OW, g.KH, g.KW, g.C, g.dh)
+    col2im_stride1(rows, gxn, g.OH, g.OW, g.KH, g.KW, g.C, g.dh, g.dw)
     return np.ascontiguousarray(gxn[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W, :].transpose(0, 3, 1, 2))
 
 

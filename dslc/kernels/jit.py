@@ -124,11 +124,12 @@ def xent_rows_backward(p, idx, eps, scale):
 # ---------------------------------------------------------------------------------------------- convolution
 
 @jit
-def col2im_stride1(gcol, gx, OH, OW, KH, KW, C, dh):
-    """Adjoint of im2col for stride 1 and column dilation 1: gcol (N*OH*OW, KH*KW*C), rows = output pixels,
-    columns (kernel row, kernel column, channel); gx (N, Hp, Wp, C) zeroed. Output pixel (oh, ow)'s kernel row i
-    covers gx[n, oh + i*dh, ow:ow+KW, :], one contiguous run of KW*C values, which the inner loop adds
-    (vectorised; numpy's slice-adds per kernel offset move runs of only C values)."""
+def col2im_stride1(gcol, gx, OH, OW, KH, KW, C, dh, dw):
+    """Adjoint of im2col for stride 1: gcol (N*OH*OW, KH*KW*C), rows = output pixels, columns (kernel row,
+    kernel column, channel); gx (N, Hp, Wp, C) zeroed. Output pixel (oh, ow)'s kernel row i covers
+    gx[n, oh + i*dh, ow + j*dw, :] for j < KW: with column dilation 1 one contiguous run of KW*C values, which the
+    inner loop adds (vectorised; numpy's slice-adds per kernel offset move runs of only C values), else KW runs
+    of C."""
     N, Hp, Wp, _ = gx.shape
     rows = gx.reshape(N, Hp, Wp * C)
     L = KW * C
@@ -142,8 +143,15 @@ def col2im_stride1(gcol, gx, OH, OW, KH, KW, C, dh):
                 for i in range(KH):
                     dst = rows[n, oh + i * dh]
                     b = i * L
-                    for k in range(L):
-                        dst[q0 + k] += src[b + k]
+                    if dw == 1:
+                        for k in range(L):
+                            dst[q0 + k] += src[b + k]
+                    else:
+                        for j in range(KW):
+                            q = q0 + j * dw * C
+                            s = b + j * C
+                            for c in range(C):
+                                dst[q + c] += src[s + c]
 
 
 # ---------------------------------------------------------------------------------------------- activations

@@ -186,6 +186,7 @@ CONV2D = register(Op(
         Case((TensorType((1, 2, 8, 8)),), {"out": 4, "kernel": 2, "stride": 2, "padding": "valid"}),
         Case((TensorType((2, 4, 8, 8)),), {"out": 4, "kernel": 3, "padding": 2, "dilation": 2, "groups": 4,
                                            "bias": False}, "depthwise, dilated"),
+        Case((TensorType((2, 3, 9, 9)),), {"out": 4, "kernel": 3, "dilation": [2, 3]}, "dilated rows and columns"),
         Case((TensorType((1, 2, 6, 8)),), {"out": 2, "kernel": [1, 3], "stride": [1, 2], "padding": [0, 1, 0, 2]},
              "rectangular kernel, explicit asymmetric pads"),
         Case((TensorType(("N", 3, 8, 8)),), {"out": 4, "kernel": 1}, "symbolic batch, 1x1"),
