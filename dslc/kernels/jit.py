@@ -157,6 +157,16 @@ def col2im_stride1(gcol, gx, OH, OW, KH, KW, C, dh, dw):
 # ---------------------------------------------------------------------------------------------- activations
 
 @jit
+def relu_forward(x, y):
+    """Flat arrays: y = max(x, 0), a NaN staying NaN (as np.maximum and PyTorch's relu give). np.maximum's
+    NaN-propagating loop takes 7 us on a 64 x 256 activation; this one ~2."""
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        xi = x[i]
+        y[i] = zero if xi <= zero else xi
+
+
+@jit
 def relu_backward(gy, y, gx):
     """Flat arrays: gx = gy where y > 0, else 0."""
     zero = gy.dtype.type(0)
