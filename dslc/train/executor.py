@@ -20,6 +20,7 @@ at one thread, and averages the halves' losses and gradients (see docs/training.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -137,8 +138,8 @@ class Executor:
         # thread meanwhile; workers=1 keeps every step in one piece
         self.workers = (thread_budget() if workers is None else max(1, int(workers))) if can_control_blas() else 1
         self._split_ok: bool | None = None
+        self._lanes_ok: bool | None = None
         self.split_parts = 2
-        self._pool = None
         self._half_ctx = None
         self._gbuf: dict[str, np.ndarray] = {}
 
@@ -277,7 +278,9 @@ class Executor:
         """Run the model (and the loss, when targets are given). Returns {output name: array, "loss": scalar}."""
         purpose = "eval" if targets is not None and self.g.graph.get("loss") is not None else "infer"
         plan = self.plan(purpose)
-        values, _ = self._forward(plan, self.train_ctx if training else self.eval_ctx, inputs, targets, keep=False)
+        ctx = self.train_ctx if training else self.eval_ctx
+        with self._lanes(ctx):
+            values, _ = self._forward(plan, ctx, inputs, targets, keep=False)
         out = {name: values[s] for name, s in plan.output_slots.items()}
         if plan.loss_slot is not None:
             out["loss"] = values[plan.loss_slot]
@@ -286,7 +289,8 @@ class Executor:
     def evaluate(self, inputs, targets) -> tuple[float, list[np.ndarray]]:
         """Evaluation-mode forward to the loss: (loss, [the loss node's operands: prediction, target])."""
         plan = self.plan("eval")
-        values, _ = self._forward(plan, self.eval_ctx, inputs, targets, keep=False)
+        with self._lanes(self.eval_ctx):
+            values, _ = self._forward(plan, self.eval_ctx, inputs, targets, keep=False)
         return float(values[plan.loss_slot]), [values[s] for s in plan.loss_input_slots]
 
     def loss_and_grads(self, inputs, targets, training: bool = True):
@@ -302,7 +306,8 @@ class Executor:
                 ys = self._given(plan.target_slots, targets, "target")
                 return self._loss_and_grads_split(plan, xs, ys, training)
         ctx = self.train_ctx if training else self.eval_ctx
-        return self._backward(plan, ctx, *self._forward(plan, ctx, inputs, targets, keep=True))
+        with self._lanes(ctx):
+            return self._backward(plan, ctx, *self._forward(plan, ctx, inputs, targets, keep=True))
 
     def _backward(self, plan: Plan, ctx, values: list, saved: list):
         loss = values[plan.loss_slot]
@@ -356,6 +361,41 @@ class Executor:
         return float(loss), [values[s] for s in plan.loss_input_slots], wgrads
 
 
+    # ------------------------------------------------------------ lane-split dense layers
+    def _uses_lanes(self) -> bool:
+        """Whether this executor runs large linear layers in two lane-owned halves (dslc/train/lanes.py): with
+        two or more threads, where the compiled lane can run, for a dense network (no convolution, attention
+        or matmul, whose GEMMs would lose OpenBLAS's second thread: BLAS is held at one meanwhile) with a
+        linear weight big enough to cut (dslc.kernels.split_dense.split_column). Static (weight shapes only): results never depend on
+        timing, and training, evaluation and inference compute the same products."""
+        if self._lanes_ok is None:
+            from dslc.kernels.split_dense import split_at
+            from dslc.train.lanes import native_available
+            probe = ExecContext(True, self.rng)
+            probe.lanes = True
+            ops = {self.g.nodes[n]["op"] for n in self.g}
+            self._lanes_ok = self.workers > 1 and not ops & _OTHER_GEMM_OPS and native_available() and any(
+                self.g.nodes[n]["op"] == "linear" and f"{n}.weight" in self.weights
+                and split_at(probe, self.weights[f"{n}.weight"]) is not None for n in self.g)
+        return self._lanes_ok
+
+    @contextlib.contextmanager
+    def _lanes(self, ctx):
+        """Around a run: BLAS held at one thread and the lane in the context, when this executor uses lanes.
+        Evaluation runs this way too: OpenBLAS's second thread would otherwise spin for ~0.1 s after each
+        evaluation, on the core the lane's helper needs."""
+        if not self._uses_lanes():
+            yield
+            return
+        from dslc.train.lanes import lane
+        from dslc.train.parallel import blas_threads
+        with blas_threads(1):
+            ctx.lanes = lane()
+            try:
+                yield
+            finally:
+                ctx.lanes = None
+
     # ------------------------------------------------------------ batch-parallel training steps
     def _splittable(self) -> bool:
         """Batch-parallel steps pay off where much of the work is outside BLAS (im2col, slab adds, pooling:
@@ -371,6 +411,7 @@ class Executor:
         ...), each with single-threaded BLAS; the graph has no op that mixes samples (batch_separable) and every
         loss is a mean over the batch, so the step's loss and gradients are the chunks' averaged with weights
         n_i / n. Smaller chunks also keep each one's intermediates in cache. Deterministic for a batch size."""
+        from dslc.train.lanes import run_pair
         from dslc.train.parallel import blas_threads
         xs = [np.asarray(a) for a in inputs]
         ys = [np.asarray(a) for a in targets]
@@ -378,9 +419,7 @@ class Executor:
         parts = max(2, min(self.split_parts, n // SPLIT_MIN_ROWS))
         bounds = [n * i // parts for i in range(parts + 1)]
         chunks = [([a[lo:hi] for a in xs], [a[lo:hi] for a in ys]) for lo, hi in zip(bounds, bounds[1:])]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-exec")
+        if self._half_ctx is None:
             self._half_ctx = [ExecContext(True, self.rng), ExecContext(True, self.rng)]
         for c in self._half_ctx:
             c.training = training
@@ -390,11 +429,7 @@ class Executor:
             return [self._backward(plan, c, *self._forward(plan, c, chunks[k][0], chunks[k][1], keep=True))
                     for k in range(t, parts, 2)]
         with blas_threads(1):
-            fut = self._pool.submit(run, 1)
-            try:
-                r0 = run(0)
-            finally:
-                r1 = fut.result()
+            r1, r0 = run_pair(lambda: run(1), lambda: run(0))
         results = [None] * parts
         results[0::2], results[1::2] = r0, r1
         ws = [(hi - lo) / n for lo, hi in zip(bounds, bounds[1:])]
@@ -428,6 +463,8 @@ _MEAN_LOSSES = {"cross_entropy", "mse", "bce"}
 _SPATIAL = {"conv1d", "conv2d", "conv_transpose2d", "maxpool", "avgpool", "global_avgpool", "adaptive_avgpool",
             "upsample"}
 SPLIT_MIN_ROWS = 8
+# ops with GEMMs of their own that the lanes do not split (a graph with any of them keeps multi-threaded BLAS)
+_OTHER_GEMM_OPS = {"conv1d", "conv2d", "conv_transpose2d", "attention", "matmul"}
 
 
 def batch_separable(g) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from dslc.train.lanes import helper, split_column
+
 F32 = np.float32
 _EMPTY = np.empty(0, F32)   # "no momentum buffer" for the SGD kernel
 
@@ -42,17 +44,7 @@ def _thread_budget() -> int:
     return thread_budget()
 
 
-_POOL = None
-SPLIT_MIN = 1 << 16   # parameters with at least this many elements are updated by two threads, half each
 TRIAL_STEPS = 8       # steps timed each way (one thread / two) before the optimiser keeps the faster
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-optim")
-    return _POOL
 
 
 class Optimizer(ABC):
@@ -90,11 +82,17 @@ class Optimizer(ABC):
             arrays = {"p": _flat(p), **{s: _flat(a) for s, a in self.state[k].items()}}
             n = p.size
             self._whole[k] = [(slice(0, n), arrays)]
-            self._split[k] = self._whole[k] if n < SPLIT_MIN else [
-                (sl, {a: v[sl] for a, v in arrays.items()}) for sl in (slice(0, n // 2), slice(n // 2, n))]
+            # the halves are the lanes' (dslc/train/lanes.py): the first is updated on the helper thread that
+            # computed that block of a split linear layer's weight gradient, so it is still in that core's cache
+            cut = split_column(p)
+            self._split[k] = self._whole[k] if cut is None else [
+                (sl, {a: v[sl] for a, v in arrays.items()}) for sl in (slice(0, cut), slice(cut, n))]
         can_split = self.threads >= 2 and any(len(v) > 1 for v in self._split.values())
-        # two threads pay off on an idle machine and lose on a busy one: time both over the first steps
-        self._mode = "auto" if can_split and threads is None else ("split" if can_split else "whole")
+        # the compiled lane's hand-off costs a few microseconds, and its halves are the ones a split linear layer
+        # left in each core's cache: always worth it. The Python helper's costs 20-50 us: two threads then pay
+        # off on an idle machine and lose on a busy one, so time both over the first steps.
+        native = can_split and self._pairs_natively()
+        self._mode = "split" if native or (can_split and threads is not None) else ("auto" if can_split else "whole")
         self._trial: dict[str, list[float]] = {"whole": [], "split": []}
 
     @property
@@ -119,9 +117,10 @@ class Optimizer(ABC):
             g = _flat_like(g, self.params[k])
             parts = parts_of[k]
             if len(parts) > 1:
-                sl, views = parts[0]
-                futures.append(_pool().submit(self._apply, views, g[sl], lr))
-                later.extend((views, g[sl]) for sl, views in parts[1:])
+                (sl0, v0), (sl1, v1) = parts
+                if not self._apply_pair(v0, g[sl0], v1, g[sl1], lr):
+                    futures.append(helper().submit(self._apply, v0, g[sl0], lr))
+                    later.append((v1, g[sl1]))
             else:
                 later.append((parts[0][1], g))
         try:
@@ -139,6 +138,15 @@ class Optimizer(ABC):
 
     def _prepare_step(self, lr: float) -> None:
         """Scalars shared by every parameter's update this step."""
+
+    def _pairs_natively(self) -> bool:
+        """Whether _apply_pair runs on the compiled lane."""
+        return False
+
+    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
+        """Update two halves at once on the compiled lane (dslc/train/lanes.py: the helper's half is the block
+        of a split linear layer it computed the gradient of), or return False to use the Python helper."""
+        return False
 
     @abstractmethod
     def _apply(self, a: dict[str, np.ndarray], g: np.ndarray, lr: float) -> None:
@@ -220,6 +228,21 @@ class Adam(Optimizer):
         decay = 1.0 - lr * self.weight_decay if self.decoupled else 1.0
         adam_update(a["p"], a["m"], a["v"], g, F32(self.beta1), F32(self.beta2), F32(self._step_scale),
                     F32(self._eps_s), F32(l2), F32(decay))
+
+    def _pairs_natively(self) -> bool:
+        from dslc.train.lanes import native_available
+        return native_available()
+
+    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
+        from dslc.train.lanes import lane
+        if not self._pairs_natively():
+            return False
+        l2 = 0.0 if self.decoupled else self.weight_decay
+        decay = 1.0 - lr * self.weight_decay if self.decoupled else 1.0
+        scalars = np.array([self.beta1, self.beta2, self._step_scale, self._eps_s, l2, decay], F32)
+        lane().adam_pair((a0["p"], a0["m"], a0["v"], np.ascontiguousarray(g0)),
+                         (a1["p"], a1["m"], a1["v"], np.ascontiguousarray(g1)), scalars)
+        return True
 
     def state_dict(self):
         arrays, meta = super().state_dict()   # the scaled moments, exactly (a resumed run must be bit-identical)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import glob
 import os
 from functools import lru_cache
 
@@ -39,13 +38,8 @@ class _OpenBLAS:
 @lru_cache(maxsize=1)
 def _controller():
     """An object with get() / set(n) for the BLAS thread count, or None when it cannot be controlled."""
-    import numpy as np
-    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    from dslc.kernels.openblas import libraries
+    for lib in libraries():
         for get, set_ in (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
                           ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
                           ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),

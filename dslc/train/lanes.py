@@ -1,0 +1,143 @@
+"""Two lanes for one training step: the calling thread and one helper thread, each owning half of every large
+dense layer's weight.
+
+Why: on the 2-vCPU machines this targets, data written by one core and then read by the other can be very
+costly; the host sometimes places the two vCPUs far apart. Measured on the 784-256-10 MLP with OpenBLAS's own
+two threads: 0.44 ms per step in one placement, 1.14 ms in the other, where Adam alone, reading a weight
+gradient that OpenBLAS's other thread had half written, went from 0.06 to 0.56 ms. So a large linear layer's
+column-major weight is cut into two column blocks (dslc/kernels/split_dense.py), and each block belongs to one
+lane for the whole step: the helper computes block 0's partial forward product, its weight gradient and,
+in the optimiser, its Adam update; the main thread does the same for block 1. The halves meet only in
+[batch, out]-sized sums. BLAS runs single-threaded meanwhile: the lanes are the two cores.
+
+The hand-off itself is compiled and GIL-free (dslc/kernels/lane_kernels.py): a Python queue or future costs
+20-50 us per hand-off here, more than half of what splitting a 784 x 256 GEMM saves. The helper spins for
+the next task for about a millisecond (as OpenBLAS's and OpenMP's worker threads do), then sleeps until woken.
+
+The cut is static (weight shapes only), so results never depend on timing: the same seed gives the same
+weights. `run_pair` is the plain Python hand-off, for coarse work (the batch-parallel convolutional step).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from dslc.kernels.split_dense import SPLIT_MIN, split_column  # noqa: F401  (re-exported for the optimiser)
+
+_POOL: ThreadPoolExecutor | None = None
+_LANE: "Lane | None" = None
+_LOCK = threading.Lock()
+
+
+def helper() -> ThreadPoolExecutor:
+    """A Python helper thread for coarse work (created on first use)."""
+    global _POOL
+    if _POOL is None:
+        with _LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-helper")
+    return _POOL
+
+
+def run_pair(on_helper, on_main):
+    """Run on_helper() on the Python helper thread while on_main() runs here; returns (helper's, main's)."""
+    fut = helper().submit(on_helper)
+    try:
+        b = on_main()
+    finally:
+        a = fut.result()
+    return a, b
+
+
+def native_available() -> bool:
+    """Whether the compiled lane can run here (numpy's wheel ships the OpenBLAS whose sgemm it calls)."""
+    from dslc.kernels import lane_kernels
+    return lane_kernels.AVAILABLE
+
+
+def lane() -> "Lane":
+    """The process's compiled lane (its helper thread starts on first use)."""
+    global _LANE
+    if _LANE is None:
+        with _LOCK:
+            if _LANE is None:
+                _LANE = Lane()
+    return _LANE
+
+
+def _forget_after_fork():
+    global _LANE, _POOL
+    _LANE, _POOL = None, None   # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class Lane:
+    """A helper thread running compiled tasks that the main thread posts (dslc/kernels/lane_kernels.py)."""
+    IDLE_SPINS = 1 << 20    # polls (about a millisecond) the helper waits for the next task before sleeping
+    WAIT_SPINS = 1 << 22    # polls the main thread waits before checking whether the helper is asleep
+
+    def __init__(self):
+        from dslc.kernels import lane_kernels as K
+        self._k = K
+        self.flags = np.zeros(24, np.int64)
+        self.descs = np.zeros((2, K.DESC), np.int64)
+        self.fdescs = np.zeros((2, 8), np.float32)
+        self.mine = np.zeros(K.DESC, np.int64)
+        self.fmine = np.zeros(8, np.float32)
+        self._cond = threading.Condition()
+        self._sleeping = False
+        self._busy = threading.Lock()   # one pair at a time (two executors training in two threads share it)
+        self._thread = threading.Thread(target=self._serve, name="dslc-lane", daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        K, f = self._k, self.flags
+        while True:
+            K.helper_serve(f, self.descs, self.fdescs, self.IDLE_SPINS)
+            with self._cond:
+                self._sleeping = True
+                while f[K.POSTED] <= f[K.DONE]:
+                    self._cond.wait()
+                self._sleeping = False
+
+    def _wake(self):
+        if self._sleeping:
+            with self._cond:
+                self._cond.notify()
+
+    def _finish(self, done: bool):
+        # the helper may have gone to sleep just as the task was posted: wake it and wait again
+        while not done:
+            self._wake()
+            done = self._k.wait_done(self.flags, self.WAIT_SPINS)
+
+    def gemm_pair(self, on_helper: tuple, on_main: tuple) -> None:
+        """Each side (A, B, C, accumulate): C = A @ B, or C += A @ B; float32 2-D operands with a unit stride
+        (dslc.kernels.lane_kernels.gemm_desc_ok). The helper does on_helper while this thread does on_main."""
+        K = self._k
+        for a, b, c, _acc in (on_helper, on_main):
+            if not K.gemm_desc_ok(a, b, c):
+                raise ValueError(f"not a lane GEMM: {a.dtype}{a.shape}{a.strides} @ {b.dtype}{b.shape}{b.strides} "
+                                 f"-> {c.dtype}{c.shape}{c.strides}")
+        with self._busy:
+            self._wake()
+            self._finish(K.gemm_pair(self.flags, self.descs, self.fdescs, self.mine, self.fmine, *on_helper,
+                                     *on_main, K.SGEMM, self.WAIT_SPINS))
+
+    def adam_pair(self, on_helper: tuple, on_main: tuple, scalars: np.ndarray) -> None:
+        """Each side (p, m, v, g): flat float32 contiguous arrays of one length; dslc.kernels.jit.adam_update
+        with scalars (beta1, beta2, step_scale, eps_s, l2, decay), the helper's half there, ours here."""
+        for p, m, v, g in (on_helper, on_main):
+            for a in (p, m, v, g):
+                if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous or a.size != p.size:
+                    raise ValueError("adam_pair needs flat contiguous float32 arrays of one length")
+        with self._busy:
+            self._wake()
+            self._finish(self._k.adam_pair(self.flags, self.descs, self.fdescs, self.mine, self.fmine, *on_helper,
+                                           *on_main, scalars, self.WAIT_SPINS))

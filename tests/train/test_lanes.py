@@ -1,0 +1,197 @@
+"""The compiled two-thread lane (dslc/train/lanes.py, dslc/kernels/lane_kernels.py) and the split linear layer
+(dslc/kernels/split_dense.py): every task against numpy, the sleep / wake hand-off, bad operands, fork, and
+the executor's use of it (deterministic, close to the unsplit computation)."""
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dslc.train import lanes as L
+
+pytestmark = pytest.mark.skipif(not L.native_available(), reason="numpy's wheel does not ship an OpenBLAS with the "
+                                "ILP64 CBLAS sgemm the compiled lane calls; the executor falls back to whole GEMMs")
+
+RNG = np.random.default_rng(7)
+NETWORKS = Path(__file__).resolve().parents[2] / "networks"
+
+
+def _r(*shape):
+    return RNG.standard_normal(shape, dtype=np.float32)
+
+
+def _ops():
+    """(A, B) pairs covering each operand layout the split layer uses: plain, transposed, column slices."""
+    x, w, gy = _r(33, 70), np.asfortranarray(_r(20, 70)), _r(33, 20)
+    k = 31
+    return [
+        (x[:, :k], w[:, :k].T),          # forward: row slice of x, transposed column block of W
+        (x[:, k:], w[:, k:].T),
+        (x[:, :k].T, gy),                 # weight gradient: transposed slice of x
+        (gy, w[:, k:]),                   # input gradient: a column-major block of W
+        (_r(5, 9), _r(9, 4)),             # plain
+    ]
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gemm_pair_matches_numpy(accumulate):
+    lane = L.lane()
+    ops = _ops()
+    for (a0, b0), (a1, b1) in zip(ops, ops[1:] + ops[:1]):
+        c0, c1 = _r(a0.shape[0], b0.shape[1]), _r(a1.shape[0], b1.shape[1])
+        want0 = (c0 if accumulate else 0) + a0.astype(np.float64) @ b0.astype(np.float64)
+        want1 = (c1 if accumulate else 0) + a1.astype(np.float64) @ b1.astype(np.float64)
+        lane.gemm_pair((a0, b0, c0, accumulate), (a1, b1, c1, accumulate))
+        np.testing.assert_allclose(c0, want0, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(c1, want1, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_pair_writes_only_its_block():
+    """Each lane writes its own column block of one array, and nothing outside it."""
+    x = _r(16, 40)
+    gw = np.full((12, 40), np.nan, np.float32, order="F")
+    gw_keep = gw.copy(order="F")
+    gy = _r(16, 12)
+    L.lane().gemm_pair((x[:, :20].T, gy, gw[:, :20].T, False), (x[:, 20:30].T, gy, gw[:, 20:30].T, False))
+    np.testing.assert_allclose(gw[:, :30], (x[:, :30].T @ gy).T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(gw[:, 30:], gw_keep[:, 30:])
+
+
+def test_bad_operands_are_refused_not_run():
+    lane = L.lane()
+    a, b, c = _r(4, 6), _r(6, 3), np.empty((4, 3), np.float32)
+    for bad in [(a[:, ::2], b[::2], c),                         # no unit stride
+                (a.astype(np.float64), b, c),                   # not float32
+                (a, b, np.empty((4, 3), np.float32, order="F")),  # result not row-major
+                (a, b, np.empty((4, 2), np.float32))]:           # shapes do not match
+        with pytest.raises(ValueError):
+            lane.gemm_pair(bad + (False,), (a, b, c, False))
+    with pytest.raises(ValueError):
+        lane.adam_pair((a.ravel(),) * 4, (a[:, :3].ravel(),) * 3 + (a.ravel(),), np.zeros(6, np.float32))
+
+
+def test_adam_pair_is_adam_update_on_each_half():
+    from dslc.kernels.jit import adam_update
+    n0, n1 = 1000, 777
+    p, m, v, g = (_r(n0 + n1) for _ in range(4))
+    v = np.abs(v)
+    scal = np.array([0.9, 0.999, 1e-3, 1e-8, 0.01, 1.0], np.float32)
+    want = [a.copy() for a in (p, m, v)]
+    adam_update(*want, g, *scal)
+    L.lane().adam_pair((p[:n0], m[:n0], v[:n0], g[:n0]), (p[n0:], m[n0:], v[n0:], g[n0:]), scal)
+    for got, exp in zip((p, m, v), want):
+        np.testing.assert_array_equal(got, exp)   # the same float32 operations: bit for bit
+
+
+def test_helper_sleeps_when_idle_and_wakes_for_work():
+    lane = L.Lane()
+    lane.IDLE_SPINS = 1 << 10      # sleeps almost at once
+    lane.WAIT_SPINS = 1 << 12      # and the main thread soon checks whether it must wake it
+    a, b = _r(8, 5), _r(5, 6)
+    for _ in range(20):
+        time.sleep(0.002)
+        c0, c1 = np.empty((8, 6), np.float32), np.empty((8, 6), np.float32)
+        lane.gemm_pair((a, b, c0, False), (a, b, c1, False))
+        np.testing.assert_allclose(c0, a @ b, rtol=1e-5)
+        np.testing.assert_allclose(c1, a @ b, rtol=1e-5)
+    assert lane._thread.is_alive()
+
+
+def _child_gemm(q):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
+    c0, c1 = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32)
+    L.lane().gemm_pair((a, b, c0, False), (a, b, c1, False))
+    q.put(float(c0.sum() + c1.sum()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
+def test_a_forked_child_gets_its_own_helper():
+    L.lane().gemm_pair(*[(np.ones((2, 2), np.float32),) * 3 + (False,)] * 2)   # the parent's helper exists
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_gemm, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0 and q.get(timeout=5) == 48.0
+
+
+# --------------------------------------------------------------------------- the split linear layer
+def _ctx():
+    from dslc.kernels.context import ExecContext
+    c = ExecContext(True)
+    c.lanes = L.lane()
+    return c
+
+
+def test_split_linear_forward_and_vjp_match_the_whole_layer():
+    from dslc.kernels.context import ExecContext
+    from dslc.ops.linear import linear_forward, linear_vjp
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 24, 300), dtype=np.float32)       # leading dims are folded into rows
+    w = np.asfortranarray(rng.standard_normal((256, 300), dtype=np.float32))
+    assert w.size >= L.SPLIT_MIN
+    ws = {"weight": w, "bias": rng.standard_normal(256, dtype=np.float32)}
+    gy = rng.standard_normal((5, 24, 256), dtype=np.float32)
+    attrs = {"out": 256, "bias": True}
+    split, whole = _ctx(), ExecContext(True)
+    (y_s,), _ = linear_forward(split, [x], ws, attrs)
+    (y_w,), _ = linear_forward(whole, [x], ws, attrs)
+    assert y_s.shape == y_w.shape == (5, 24, 256) and y_s.dtype == np.float32
+    np.testing.assert_allclose(y_s, y_w, rtol=2e-5, atol=2e-4)
+    (gx_s,), gw_s = linear_vjp(split, [gy], None, [x], ws, attrs)
+    (gx_w,), gw_w = linear_vjp(whole, [gy], None, [x], ws, attrs)
+    np.testing.assert_allclose(gx_s, gx_w, rtol=2e-5, atol=2e-4)
+    np.testing.assert_allclose(gw_s["weight"], gw_w["weight"], rtol=2e-5, atol=2e-3)
+    np.testing.assert_array_equal(gw_s["bias"], gw_w["bias"])
+    assert gw_s["weight"].flags.f_contiguous and gw_s["weight"].dtype == np.float32
+    # a small or row-major weight is never split
+    from dslc.kernels.split_dense import split_at
+    assert split_at(split, w) == 150
+    assert split_at(split, np.ascontiguousarray(w)) is None
+    assert split_at(split, np.asfortranarray(w[:100, :100])) is None
+    assert split_at(whole, w) is None
+
+
+def test_executor_uses_lanes_for_a_large_dense_layer_only():
+    import dslc
+    from dslc.train.executor import Executor
+    from dslc.train.parallel import can_control_blas
+    if not can_control_blas():
+        pytest.skip("the BLAS thread count cannot be controlled here")
+    net = dslc.load(str(NETWORKS / "mlp_mnist.net")).graph
+    assert Executor(net, workers=2)._uses_lanes()
+    assert not Executor(net, workers=1)._uses_lanes()
+    for other in ("lenet5.net", "vit.net"):   # convolutions / attention keep multi-threaded BLAS
+        assert not Executor(dslc.load(str(NETWORKS / other)).graph, workers=2)._uses_lanes()
+
+
+def test_lane_training_is_deterministic_and_close_to_one_thread():
+    import dslc
+    from dslc.train.executor import Executor
+    from dslc.train.optim import make_optimizer
+    net = dslc.load(str(NETWORKS / "mlp_mnist.net")).graph
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+
+    def train(workers):
+        exe = Executor(net, seed=0, workers=workers)
+        opt = make_optimizer("adam", {k: exe.weights[k] for k in exe.trainable})
+        losses = []
+        for _ in range(5):
+            loss, _aux, grads = exe.loss_and_grads([x], [y])
+            opt.step(grads)
+            losses.append(loss)
+        out = exe.forward([x])
+        return losses, {k: v.copy() for k, v in exe.weights.items()}, next(iter(out.values()))
+
+    a, b, one = train(2), train(2), train(1)
+    assert a[0] == b[0]
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k])
+        np.testing.assert_allclose(a[1][k], one[1][k], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a[0], one[0], rtol=1e-4)
+    np.testing.assert_allclose(a[2], one[2], rtol=1e-3, atol=1e-4)
+    assert a[0][-1] < a[0][0]
