@@ -105,10 +105,12 @@ class Executor:
     `weights` is updated in place by optimisers; `set_weights` copies new values into the same arrays. The
     executor keeps two contexts: training (dropout on, batchnorm uses and updates batch statistics) and
     evaluation. All randomness comes from `rng` (a numpy Generator, seeded), whose state checkpoints save.
+    `workers`: threads (default: dslc.train.parallel.thread_budget()); `lanes=False` keeps dense networks off
+    the two lanes (dslc/train/lanes.py), with multi-threaded BLAS instead (for comparisons).
     """
 
     def __init__(self, g: nx.DiGraph, weights: dict[str, np.ndarray] | None = None, seed: int = 0,
-                 rng: np.random.Generator | None = None, workers: int | None = None):
+                 rng: np.random.Generator | None = None, workers: int | None = None, lanes: bool | None = None):
         from dslc import weights as W
         tune_malloc()
         self.g = g
@@ -138,7 +140,7 @@ class Executor:
         # thread meanwhile; workers=1 keeps every step in one piece
         self.workers = (thread_budget() if workers is None else max(1, int(workers))) if can_control_blas() else 1
         self._split_ok: bool | None = None
-        self._lanes_ok: bool | None = None
+        self._lanes_ok: bool | None = None if lanes is None or lanes else False   # lanes=False: never (benchmarks)
         self.split_parts = 2
         self._half_ctx = None
         self._gbuf: dict[str, np.ndarray] = {}
