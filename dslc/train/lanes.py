@@ -112,10 +112,17 @@ class Lane:
                 self._cond.notify()
 
     def _finish(self, done: bool):
-        # the helper may have gone to sleep just as the task was posted: wake it and wait again
+        # the helper may have gone to sleep just as the task was posted: wake it and wait again. An exception
+        # here (Ctrl-C) must not leave before the helper has finished: it is writing into the caller's arrays.
+        pending = None
         while not done:
-            self._wake()
-            done = self._k.wait_done(self.flags, self.WAIT_SPINS)
+            try:
+                self._wake()
+                done = self._k.wait_done(self.flags, self.WAIT_SPINS)
+            except BaseException as e:  # noqa: BLE001  (re-raised below, once the helper is done)
+                pending = e
+        if pending is not None:
+            raise pending
 
     def gemm_pair(self, on_helper: tuple, on_main: tuple) -> None:
         """Each side (A, B, C, accumulate): C = A @ B, or C += A @ B; float32 2-D operands with a unit stride

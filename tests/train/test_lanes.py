@@ -99,6 +99,28 @@ def test_helper_sleeps_when_idle_and_wakes_for_work():
     assert lane._thread.is_alive()
 
 
+def test_an_interrupt_while_waiting_waits_for_the_helper_first(monkeypatch):
+    """Ctrl-C while the main thread waits must not return before the helper has finished writing our arrays."""
+    from dslc.kernels import lane_kernels as K
+    lane = L.Lane()
+    lane.WAIT_SPINS = 0            # the main thread always falls through to the Python wait loop
+    real, calls = K.wait_done, []
+
+    def interrupted_once(flags, spins):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(flags, 1 << 22)
+    monkeypatch.setattr(K, "wait_done", interrupted_once)
+    a, b = _r(256, 300), _r(300, 200)
+    c0, c1 = np.zeros((256, 200), np.float32), np.zeros((1, 1), np.float32)
+    one = np.ones((1, 1), np.float32)
+    with pytest.raises(KeyboardInterrupt):
+        lane.gemm_pair((a, b, c0, False), (one, one, c1, False))
+    assert len(calls) >= 2
+    np.testing.assert_allclose(c0, a @ b, rtol=1e-4, atol=1e-3)   # complete when the interrupt got through
+
+
 def _child_gemm(q):
     a, b = np.ones((3, 4), np.float32), np.ones((4, 2), np.float32)
     c0, c1 = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32)
@@ -163,6 +185,7 @@ def test_executor_uses_lanes_for_a_large_dense_layer_only():
     net = dslc.load(str(NETWORKS / "mlp_mnist.net")).graph
     assert Executor(net, workers=2)._uses_lanes()
     assert not Executor(net, workers=1)._uses_lanes()
+    assert not Executor(net, workers=2, lanes=False)._uses_lanes()
     for other in ("lenet5.net", "vit.net"):   # convolutions / attention keep multi-threaded BLAS
         assert not Executor(dslc.load(str(NETWORKS / other)).graph, workers=2)._uses_lanes()
 
