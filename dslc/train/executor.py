@@ -14,6 +14,9 @@ outputs (and the loss when targets are given) when evaluating. Backward visits o
 trainable weight and the loss. Weights are a dict `f"{node}.{key}" -> float32 array` (dslc.weights.init_weights);
 optimisers update them in place, so the plan's references stay valid (`set_weights` copies into them).
 
+Lanes: for dense networks with a large linear weight, each such weight is cut into two column blocks, each
+owned by one of two threads for its forward product, weight gradient and Adam update (dslc/train/lanes.py).
+
 Batch-parallel steps: for convolutional graphs whose ops never mix samples (`batch_separable`: no batchnorm, no
 dropout, losses that are means), a training step runs the two halves of the batch on two threads with BLAS held
 at one thread, and averages the halves' losses and gradients (see docs/training.md, BENCHMARKS.md).
@@ -368,8 +371,8 @@ class Executor:
         """Whether this executor runs large linear layers in two lane-owned halves (dslc/train/lanes.py): with
         two or more threads, where the compiled lane can run, for a dense network (no convolution, attention
         or matmul, whose GEMMs would lose OpenBLAS's second thread: BLAS is held at one meanwhile) with a
-        linear weight big enough to cut (dslc.kernels.split_dense.split_column). Static (weight shapes only): results never depend on
-        timing, and training, evaluation and inference compute the same products."""
+        linear weight big enough to cut (dslc.kernels.split_dense.split_column). Static (weight shapes only):
+        results never depend on timing, and training, evaluation and inference compute the same products."""
         if self._lanes_ok is None:
             from dslc.kernels.split_dense import split_at
             from dslc.train.lanes import native_available
