@@ -8,6 +8,8 @@ split 784 x 256 GEMM saves. Here both sides stay in compiled code for the whole 
              task, spin on the helper's done number (acquire loads)
     helper:  spin on the published number, run the task, publish done; after `idle_spins` polls with no work it
              returns to Python and sleeps on a condition variable (dslc/train/lanes.py wakes it)
+Both spins call sched_yield every few polls: on a loaded machine the thread being waited for may be queued
+behind the spinning one on the same core.
 
 Tasks are plain int64 / float32 descriptors, so the helper never touches a Python object:
     GEMM  C = op(A) @ op(B) (+ C): single-threaded OpenBLAS sgemm, called through its CBLAS entry point in the
@@ -29,6 +31,9 @@ from dslc.kernels.jit import adam_update, jit
 GEMM, ADAM = 1, 2
 DESC = 16                  # int64 slots per task descriptor
 POSTED, DONE = 0, 8        # sequence numbers in the flags array, a cache line apart
+YIELD = 16                 # flags[YIELD]: the address of libc's sched_yield (0: none), called while spinning
+FLAGS = 24                 # length of the flags array
+YIELD_EVERY = 32           # polls between sched_yield calls
 
 
 # ---------------------------------------------------------------------------------------- memory primitives
@@ -65,6 +70,19 @@ def _f32ptr(typingctx, addr):
     return sig, codegen
 
 
+@intrinsic
+def _call_int_void(typingctx, fn):
+    """Call `int f(void)` at address fn."""
+    sig = types.void(fn)
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 # ---------------------------------------------------------------------------------------- BLAS
 def _find_sgemm() -> int:
     """The address of the ILP64 CBLAS sgemm in the OpenBLAS that numpy's wheel ships, or 0. The address is
@@ -80,6 +98,24 @@ def _find_sgemm() -> int:
 
 SGEMM = _find_sgemm()
 AVAILABLE = SGEMM != 0
+
+
+def _find_sched_yield() -> int:
+    """libc's sched_yield: a spinning thread gives its core to any other runnable thread (on a loaded machine
+    the thread it waits for may be queued behind it), as OpenBLAS's spinning workers do."""
+    try:
+        return ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value or 0
+    except (OSError, AttributeError):
+        return 0
+
+
+SCHED_YIELD = _find_sched_yield()
+
+
+def new_flags() -> np.ndarray:
+    flags = np.zeros(FLAGS, np.int64)
+    flags[YIELD] = SCHED_YIELD
+    return flags
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
@@ -161,6 +197,11 @@ if AVAILABLE:
                         fd[0], fd[1], fd[2], fd[3], fd[4], fd[5])
 
     @jit
+    def _pause(flags, spins):
+        if spins % YIELD_EVERY == 0 and flags[YIELD] != 0:
+            _call_int_void(flags[YIELD])
+
+    @jit
     def helper_serve(flags, descs, fdescs, idle_spins):
         """The helper's loop: run each published task; return after idle_spins polls without one."""
         while True:
@@ -170,6 +211,7 @@ if AVAILABLE:
                 spins += 1
                 if spins > idle_spins:
                     return
+                _pause(flags, spins)
             slot = (seen + 1) % 2
             run_task(descs[slot], fdescs[slot])
             store_release(flags, DONE, seen + 1)
@@ -190,6 +232,7 @@ if AVAILABLE:
             spins += 1
             if spins > max_spins:
                 return False
+            _pause(flags, spins)
         return True
 
     @jit

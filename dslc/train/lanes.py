@@ -79,13 +79,13 @@ if hasattr(os, "register_at_fork"):
 
 class Lane:
     """A helper thread running compiled tasks that the main thread posts (dslc/kernels/lane_kernels.py)."""
-    IDLE_SPINS = 1 << 20    # polls (about a millisecond) the helper waits for the next task before sleeping
-    WAIT_SPINS = 1 << 22    # polls the main thread waits before checking whether the helper is asleep
+    IDLE_SPINS = 1 << 16    # polls (about a millisecond) the helper waits for the next task before sleeping
+    WAIT_SPINS = 1 << 18    # polls (a few ms) the main thread waits before checking whether the helper sleeps
 
     def __init__(self):
         from dslc.kernels import lane_kernels as K
         self._k = K
-        self.flags = np.zeros(24, np.int64)
+        self.flags = K.new_flags()
         self.descs = np.zeros((2, K.DESC), np.int64)
         self.fdescs = np.zeros((2, 8), np.float32)
         self.mine = np.zeros(K.DESC, np.int64)
