@@ -218,3 +218,31 @@ def test_lane_training_is_deterministic_and_close_to_one_thread():
     np.testing.assert_allclose(a[0], one[0], rtol=1e-4)
     np.testing.assert_allclose(a[2], one[2], rtol=1e-3, atol=1e-4)
     assert a[0][-1] < a[0][0]
+
+
+def test_lane_training_stopped_and_resumed_ends_bit_identical(tmp_path):
+    """A run on lanes, stopped mid-epoch after a checkpoint and resumed, ends with exactly the weights of an
+    uninterrupted run (with evaluation between the epochs, which runs on the lanes too)."""
+    import dslc
+    from dslc.train import data as D
+    from dslc.train.executor import Executor
+    from dslc.train.loop import Settings, run_training
+    net = dslc.load(str(NETWORKS / "mlp_mnist.net")).graph
+    if not Executor(net)._uses_lanes():
+        pytest.skip("one thread here: no lanes")
+    rng = np.random.default_rng(1)
+    x = rng.random((600, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 600)
+    ds = D.Dataset("rand", D.Split([x[:500]], [y[:500]]), task="classification", num_classes=10,
+                   test=D.Split([x[500:]], [y[500:]]))
+    s = Settings.resolve(net, data="rand", epochs=2, batch_size=64, lr=1e-3, optimizer="adam", seed=0)
+    s.checkpoint_every = 3
+    full = run_training(net, s, dataset=ds, quiet=True, output=tmp_path / "full.onnx", export=False)
+    part = run_training(net, s, dataset=ds, quiet=True, output=tmp_path / "part.onnx", export=False,
+                        stop_after_steps=11)
+    assert part.interrupted and part.step == 11
+    rest = run_training(net, s, dataset=ds, quiet=True, output=tmp_path / "part.onnx", export=False, resume=True)
+    assert rest.step == full.step
+    for k, w in full.weights.items():
+        np.testing.assert_array_equal(rest.weights[k], w)
+    assert rest.final["loss"] == pytest.approx(full.final["loss"], rel=1e-6)
