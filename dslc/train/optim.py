@@ -52,8 +52,11 @@ class Optimizer(ABC):
 
     The update of one parameter is one compiled elementwise kernel over flat views (`_apply`); large
     parameters may be cut into two halves updated concurrently by a helper thread and the caller (the kernels
-    release the GIL), which is bit-for-bit the same as one pass. Whether that pays depends on how busy
-    the machine is, so unless `threads` is given the first steps are timed both ways and the faster is kept."""
+    release the GIL), which is bit-for-bit the same as one pass. Adam / AdamW hand their first halves to the
+    compiled lane (dslc/train/lanes.py: a few microseconds per hand-off, and the half a split linear layer's
+    helper computed the gradient of), always. The others use a Python helper thread (20-50 us per hand-off):
+    whether that pays depends on how busy the machine is, so unless `threads` is given the first steps are
+    timed both ways and the faster is kept."""
     name = "optimizer"
     state_keys: tuple[str, ...] = ()
 
