@@ -32,6 +32,7 @@ GEMM, ADAM = 1, 2
 DESC = 16                  # int64 slots per task descriptor
 POSTED, DONE = 0, 8        # sequence numbers in the flags array, a cache line apart
 YIELD = 16                 # flags[YIELD]: the address of libc's sched_yield (0: none), called while spinning
+OWN, WAIT = 20, 21         # the last pair's cycles (time-stamp counter): the main thread's own task, its wait after
 FLAGS = 24                 # length of the flags array
 YIELD_EVERY = 32           # polls between sched_yield calls
 
@@ -67,6 +68,18 @@ def _f32ptr(typingctx, addr):
 
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return sig, codegen
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The time-stamp counter (llvm.readcyclecounter: rdtsc on x86)."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(ir.IntType(64), []))
+        return builder.call(fn, [])
     return sig, codegen
 
 
@@ -217,11 +230,22 @@ if AVAILABLE:
             store_release(flags, DONE, seen + 1)
 
     @jit
-    def _post_run_wait(flags, mine, fmine, max_spins):
+    def _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins):
+        """Run the helper's task (descs[slot]) there and ours here; serial: both here, the helper's first
+        (the same calls, so the same results). Records our task's and our wait's cycles in flags[OWN/WAIT]."""
+        if serial:
+            run_task(descs[slot], fdescs[slot])
+            run_task(mine, fmine)
+            return True
         n = load_acquire(flags, POSTED) + 1
         store_release(flags, POSTED, n)
+        t0 = _cycles()
         run_task(mine, fmine)
-        return wait_done(flags, max_spins)
+        t1 = _cycles()
+        done = wait_done(flags, max_spins)
+        flags[OWN] = t1 - t0
+        flags[WAIT] = _cycles() - t1
+        return done
 
     @jit
     def wait_done(flags, max_spins):
@@ -236,19 +260,20 @@ if AVAILABLE:
         return True
 
     @jit
-    def gemm_pair(flags, descs, fdescs, mine, fmine, a0, b0, c0, acc0, a1, b1, c1, acc1, sgemm, max_spins):
-        """Helper: C0 (+)= A0 @ B0; this thread: C1 (+)= A1 @ B1. False if the helper did not finish within
-        max_spins polls (it may be asleep: the caller wakes it and waits again)."""
+    def gemm_pair(flags, descs, fdescs, mine, fmine, a0, b0, c0, acc0, a1, b1, c1, acc1, sgemm, serial, max_spins):
+        """Helper: C0 (+)= A0 @ B0; this thread: C1 (+)= A1 @ B1 (serial: both here). False if the helper did
+        not finish within max_spins polls (it may be asleep: the caller wakes it and waits again)."""
         slot = (load_acquire(flags, POSTED) + 1) % 2
         _fill_gemm(descs[slot], a0, b0, c0, acc0, sgemm)
         _fill_gemm(mine, a1, b1, c1, acc1, sgemm)
-        return _post_run_wait(flags, mine, fmine, max_spins)
+        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)
 
     @jit
-    def adam_pair(flags, descs, fdescs, mine, fmine, p0, m0, v0, g0, p1, m1, v1, g1, scalars, max_spins):
-        """Adam on two flat halves: the helper updates (p0, m0, v0) from g0, this thread (p1, m1, v1) from g1.
-        scalars: beta1, beta2, step_scale, eps_s, l2, decay (float32, as adam_update takes them)."""
+    def adam_pair(flags, descs, fdescs, mine, fmine, p0, m0, v0, g0, p1, m1, v1, g1, scalars, serial, max_spins):
+        """Adam on two flat halves: the helper updates (p0, m0, v0) from g0, this thread (p1, m1, v1) from g1
+        (serial: both here). scalars: beta1, beta2, step_scale, eps_s, l2, decay (float32, as adam_update takes
+        them)."""
         slot = (load_acquire(flags, POSTED) + 1) % 2
         _fill_adam(descs[slot], fdescs[slot], p0, m0, v0, g0, scalars)
         _fill_adam(mine, fmine, p1, m1, v1, g1, scalars)
-        return _post_run_wait(flags, mine, fmine, max_spins)
+        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)

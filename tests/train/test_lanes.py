@@ -85,6 +85,47 @@ def test_adam_pair_is_adam_update_on_each_half():
         np.testing.assert_array_equal(got, exp)   # the same float32 operations: bit for bit
 
 
+def test_serial_pairs_give_the_same_bits_as_parallel_ones():
+    """On a loaded machine the lane runs both halves on the main thread: the same calls, the same results."""
+    lane = L.Lane()
+    x, w, gy = _r(64, 300), np.asfortranarray(_r(200, 300)), _r(64, 200)
+    p, m, v, g = (np.abs(_r(5000)) for _ in range(4))
+    scal = np.array([0.9, 0.999, 1e-3, 1e-8, 0.0, 1.0], np.float32)
+    out = {}
+    for serial in (False, True):
+        lane._serial_left = 10 ** 9 if serial else 0
+        y0, y1 = np.empty((64, 200), np.float32), np.empty((64, 200), np.float32)
+        lane.gemm_pair((x[:, :150], w[:, :150].T, y0, False), (x[:, 150:], w[:, 150:].T, y1, False))
+        gw = np.empty((200, 300), np.float32, order="F")
+        lane.gemm_pair((x[:, :150].T, gy, gw[:, :150].T, False), (x[:, 150:].T, gy, gw[:, 150:].T, False))
+        st = [a.copy() for a in (p, m, v)]
+        lane.adam_pair((st[0][:2500], st[1][:2500], st[2][:2500], g[:2500]),
+                       (st[0][2500:], st[1][2500:], st[2][2500:], g[2500:]), scal)
+        out[serial] = [y0, y1, gw] + st
+    assert lane._serial_left > 0   # the serial pairs ran serially
+    for a, b in zip(out[False], out[True]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_late_helper_sends_the_lane_serial_for_a_while():
+    from dslc.kernels import lane_kernels as K
+    lane = L.Lane()
+    for late in [True] * (lane.LATE_OF_16 - 1):
+        lane.flags[K.OWN], lane.flags[K.WAIT] = 100, 1000 if late else 10
+        lane._record(True)
+    assert lane._serial_left == 0          # 11 late pairs of 16: still parallel
+    lane._record(False)                    # a 12th: the helper had to be woken
+    assert lane._serial_left == lane.SERIAL_PAIRS and lane.switches == 1
+    a = np.ones((2, 2), np.float32)
+    for _ in range(lane.SERIAL_PAIRS):
+        lane.gemm_pair((a, a, np.empty_like(a), False), (a, a, np.empty_like(a), False))
+    assert lane._serial_left == 0          # then the helper is tried again
+    lane.flags[K.OWN], lane.flags[K.WAIT] = 100, 10
+    for _ in range(16):
+        lane._record(True)                 # a helper on time keeps the lane parallel
+    assert lane._serial_left == 0 and lane.switches == 1
+
+
 def test_helper_sleeps_when_idle_and_wakes_for_work():
     lane = L.Lane()
     lane.IDLE_SPINS = 1 << 10      # sleeps almost at once
@@ -211,6 +252,13 @@ def test_lane_training_is_deterministic_and_close_to_one_thread():
         return losses, {k: v.copy() for k, v in exe.weights.items()}, next(iter(out.values()))
 
     a, b, one = train(2), train(2), train(1)
+    L.lane()._serial_left = 10 ** 9           # the lane as on a loaded machine: both halves on one thread
+    try:
+        serial = train(2)
+    finally:
+        L.lane()._serial_left = 0
+    for k in a[1]:
+        np.testing.assert_array_equal(serial[1][k], a[1][k])
     assert a[0] == b[0]
     for k in a[1]:
         np.testing.assert_array_equal(a[1][k], b[1][k])
