@@ -17,7 +17,8 @@ the next task for about a millisecond (as OpenBLAS's and OpenMP's worker threads
 The cut is static (weight shapes only), so results never depend on timing: the same seed gives the same
 weights. On a loaded machine, where the helper keeps arriving late (its core is shared with other work), the
 lane runs both halves on the main thread for a while: the same calls on the same data, so the same results
-(measured beside a CPU hog: about 0.9-1.1 ms per MLP step, against 3.6-5.0 ms with OpenBLAS's own threads). `run_pair` is the plain Python hand-off, for coarse work (the batch-parallel convolutional step).
+(measured beside a CPU hog: about 0.9-1.1 ms per MLP step, against 3.6-5.0 ms with OpenBLAS's own threads).
+`run_pair` is the plain Python hand-off, for coarse work (the batch-parallel convolutional step).
 """
 from __future__ import annotations
 
