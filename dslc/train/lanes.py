@@ -142,10 +142,14 @@ class Lane:
         serial = self._serial()
         if not serial:
             self._wake()
-        done = kernel(self.flags, self.descs, self.fdescs, self.mine, self.fmine, *args, serial, self.WAIT_SPINS)
-        if not serial:
-            self._record(done)
-        self._finish(done)
+        done = False
+        try:
+            done = kernel(self.flags, self.descs, self.fdescs, self.mine, self.fmine, *args, serial,
+                          self.WAIT_SPINS)
+            if not serial:
+                self._record(done)
+        finally:   # a Ctrl-C surfaces as the compiled call returns: still wait for the helper before leaving
+            self._finish(done)
 
     def _finish(self, done: bool):
         # the helper may have gone to sleep just as the task was posted: wake it and wait again. An exception
@@ -178,5 +182,7 @@ class Lane:
             for a in (p, m, v, g):
                 if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous or a.size != p.size:
                     raise ValueError("adam_pair needs flat contiguous float32 arrays of one length")
+        if scalars.dtype != np.float32 or scalars.shape != (6,):
+            raise ValueError("adam_pair needs its six scalars as a float32 array")
         with self._busy:
             self._run(self._k.adam_pair, *on_helper, *on_main, scalars)

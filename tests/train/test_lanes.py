@@ -160,6 +160,16 @@ def test_an_interrupt_while_waiting_waits_for_the_helper_first(monkeypatch):
         lane.gemm_pair((a, b, c0, False), (one, one, c1, False))
     assert len(calls) >= 2
     np.testing.assert_allclose(c0, a @ b, rtol=1e-4, atol=1e-3)   # complete when the interrupt got through
+    # an interrupt that surfaces as the compiled call returns (here: in the bookkeeping right after it)
+    monkeypatch.setattr(K, "wait_done", real)
+
+    def interrupt(done):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lane, "_record", interrupt)
+    c0[:] = 0
+    with pytest.raises(KeyboardInterrupt):
+        lane.gemm_pair((a, b, c0, False), (one, one, c1, False))
+    np.testing.assert_allclose(c0, a @ b, rtol=1e-4, atol=1e-3)
 
 
 def _child_gemm(q):
