@@ -14,7 +14,8 @@ behind the spinning one on the same core.
 Tasks are plain int64 / float32 descriptors, so the helper never touches a Python object:
     GEMM  C = op(A) @ op(B) (+ C): single-threaded OpenBLAS sgemm, called through its CBLAS entry point in the
           library numpy ships (the executor holds OpenBLAS at one thread meanwhile: the lanes are the cores);
-    ADAM  dslc.kernels.jit.adam_update over raw float32 pointers.
+    ADAM  dslc.kernels.jit.adam_update over raw float32 pointers;
+    SGD   dslc.kernels.jit.sgd_update likewise (momentum buffer optional).
 Only float32, unit-stride 2-D operands. Every kernel is checked against numpy in tests/train/test_lanes.py.
 """
 from __future__ import annotations
@@ -26,9 +27,9 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from dslc.kernels.jit import adam_update, jit
+from dslc.kernels.jit import adam_update, jit, sgd_update
 
-GEMM, ADAM = 1, 2
+GEMM, ADAM, SGD = 1, 2, 3
 DESC = 16                  # int64 slots per task descriptor
 POSTED, DONE = 0, 8        # sequence numbers in the flags array, a cache line apart
 YIELD = 16                 # flags[YIELD]: the address of libc's sched_yield (0: none), called while spinning
@@ -197,6 +198,19 @@ if AVAILABLE:
             fd[i] = scalars[i]
 
     @jit
+    def _fill_sgd(d, fd, p, buf, g, scalars, first, nesterov):
+        d[0] = SGD
+        d[1] = p.size
+        d[2] = p.ctypes.data
+        d[3] = buf.ctypes.data if buf.size else p.ctypes.data   # any valid address for an empty buffer
+        d[4] = buf.size
+        d[5] = g.ctypes.data
+        d[6] = 1 if first else 0
+        d[7] = 1 if nesterov else 0
+        for i in range(4):
+            fd[i] = scalars[i]
+
+    @jit
     def run_task(d, fd):
         if d[0] == GEMM:
             if d[3] > 0 and d[4] > 0:
@@ -208,6 +222,10 @@ if AVAILABLE:
             adam_update(numba.carray(_f32ptr(d[2]), n), numba.carray(_f32ptr(d[3]), n),
                         numba.carray(_f32ptr(d[4]), n), numba.carray(_f32ptr(d[5]), n),
                         fd[0], fd[1], fd[2], fd[3], fd[4], fd[5])
+        elif d[0] == SGD:
+            n = d[1]
+            sgd_update(numba.carray(_f32ptr(d[2]), n), numba.carray(_f32ptr(d[3]), d[4]),
+                       numba.carray(_f32ptr(d[5]), n), fd[0], fd[1], fd[2], fd[3], d[6] != 0, d[7] != 0)
 
     @jit
     def _pause(flags, spins):
@@ -276,4 +294,14 @@ if AVAILABLE:
         slot = (load_acquire(flags, POSTED) + 1) % 2
         _fill_adam(descs[slot], fdescs[slot], p0, m0, v0, g0, scalars)
         _fill_adam(mine, fmine, p1, m1, v1, g1, scalars)
+        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)
+
+    @jit
+    def sgd_pair(flags, descs, fdescs, mine, fmine, p0, b0, g0, p1, b1, g1, scalars, first, nesterov, serial,
+                 max_spins):
+        """SGD on two flat halves (b: the momentum buffer's half, or empty): the helper's there, ours here.
+        scalars: lr, momentum, keep (1 - dampening), wd (float32, as sgd_update takes them)."""
+        slot = (load_acquire(flags, POSTED) + 1) % 2
+        _fill_sgd(descs[slot], fdescs[slot], p0, b0, g0, scalars, first, nesterov)
+        _fill_sgd(mine, fmine, p1, b1, g1, scalars, first, nesterov)
         return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)

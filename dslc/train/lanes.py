@@ -186,3 +186,17 @@ class Lane:
             raise ValueError("adam_pair needs its six scalars as a float32 array")
         with self._busy:
             self._run(self._k.adam_pair, *on_helper, *on_main, scalars)
+
+    def sgd_pair(self, on_helper: tuple, on_main: tuple, scalars: np.ndarray, first: bool, nesterov: bool) -> None:
+        """Each side (p, buf, g): flat float32 contiguous arrays, buf of p's length or empty (no momentum);
+        dslc.kernels.jit.sgd_update with scalars (lr, momentum, keep, wd), the helper's half there, ours here."""
+        for p, buf, g in (on_helper, on_main):
+            for a in (p, buf, g):
+                if a.dtype != np.float32 or a.ndim != 1 or not a.flags.c_contiguous:
+                    raise ValueError("sgd_pair needs flat contiguous float32 arrays")
+            if g.size != p.size or buf.size not in (0, p.size):
+                raise ValueError("sgd_pair: the gradient (and a momentum buffer) must have the parameter's length")
+        if scalars.dtype != np.float32 or scalars.shape != (4,):
+            raise ValueError("sgd_pair needs its four scalars as a float32 array")
+        with self._busy:
+            self._run(self._k.sgd_pair, *on_helper, *on_main, scalars, bool(first), bool(nesterov))

@@ -52,11 +52,11 @@ class Optimizer(ABC):
 
     The update of one parameter is one compiled elementwise kernel over flat views (`_apply`); large
     parameters may be cut into two halves updated concurrently by a helper thread and the caller (the kernels
-    release the GIL), which is bit-for-bit the same as one pass. Adam / AdamW hand their first halves to the
-    compiled lane (dslc/train/lanes.py: a few microseconds per hand-off, and the half a split linear layer's
-    helper computed the gradient of), always. The others use a Python helper thread (20-50 us per hand-off):
-    whether that pays depends on how busy the machine is, so unless `threads` is given the first steps are
-    timed both ways and the faster is kept."""
+    release the GIL), which is bit-for-bit the same as one pass. SGD, Adam and AdamW hand their first halves to
+    the compiled lane (dslc/train/lanes.py: a few microseconds per hand-off, and the half a split linear
+    layer's helper computed the gradient of), always. Without the lane (numpy built against another BLAS) a
+    Python helper thread does it (20-50 us per hand-off): whether that pays depends on how busy the machine
+    is, so unless `threads` is given the first steps are timed both ways and the faster is kept."""
     name = "optimizer"
     state_keys: tuple[str, ...] = ()
 
@@ -191,6 +191,20 @@ class SGD(Optimizer):
         from dslc.kernels.jit import sgd_update
         sgd_update(a["p"], a.get("momentum", _EMPTY), g, F32(lr), F32(self.momentum), F32(1.0 - self.dampening),
                    F32(self.weight_decay), self.t == 1, self.nesterov)
+
+    def _pairs_natively(self) -> bool:
+        from dslc.train.lanes import native_available
+        return native_available()
+
+    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
+        from dslc.train.lanes import lane
+        if not self._pairs_natively():
+            return False
+        scalars = np.array([lr, self.momentum, 1.0 - self.dampening, self.weight_decay], F32)
+        lane().sgd_pair((a0["p"], a0.get("momentum", _EMPTY), np.ascontiguousarray(g0)),
+                        (a1["p"], a1.get("momentum", _EMPTY), np.ascontiguousarray(g1)), scalars, self.t == 1,
+                        self.nesterov)
+        return True
 
 
 class Adam(Optimizer):

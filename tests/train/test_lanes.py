@@ -85,6 +85,23 @@ def test_adam_pair_is_adam_update_on_each_half():
         np.testing.assert_array_equal(got, exp)   # the same float32 operations: bit for bit
 
 
+@pytest.mark.parametrize("momentum, nesterov, first, wd", [(0.0, False, False, 0.0), (0.9, False, True, 0.0),
+                                                            (0.9, True, False, 1e-4), (0.8, False, False, 0.01)])
+def test_sgd_pair_is_sgd_update_on_each_half(momentum, nesterov, first, wd):
+    from dslc.kernels.jit import sgd_update
+    n0, n1 = 900, 1301
+    p, g = _r(n0 + n1), _r(n0 + n1)
+    buf = _r(n0 + n1) if momentum else np.empty(0, np.float32)
+    keep = 1.0 if nesterov else 0.7
+    scal = np.array([0.05, momentum, keep, wd], np.float32)
+    want_p, want_b = p.copy(), buf.copy()
+    sgd_update(want_p, want_b, g, *scal, first, nesterov)
+    halves = (buf[:n0], buf[n0:]) if momentum else (buf, buf)
+    L.lane().sgd_pair((p[:n0], halves[0], g[:n0]), (p[n0:], halves[1], g[n0:]), scal, first, nesterov)
+    np.testing.assert_array_equal(p, want_p)   # the same float32 operations: bit for bit
+    np.testing.assert_array_equal(buf, want_b)
+
+
 def test_serial_pairs_give_the_same_bits_as_parallel_ones():
     """On a loaded machine the lane runs both halves on the main thread: the same calls, the same results."""
     lane = L.Lane()
