@@ -11,7 +11,8 @@ split 784 x 256 GEMM saves. Here both sides stay in compiled code for the whole 
 Both spins call sched_yield every few polls: on a loaded machine the thread being waited for may be queued
 behind the spinning one on the same core.
 
-Tasks are plain int64 / float32 descriptors, so the helper never touches a Python object:
+Tasks are plain int64 / float32 descriptors, so the helper never touches a Python object. One descriptor per
+side is enough: the main thread posts the next task only once the helper has finished the last.
     GEMM  C = op(A) @ op(B) (+ C): single-threaded OpenBLAS sgemm, called through its CBLAS entry point in the
           library numpy ships (the executor holds OpenBLAS at one thread meanwhile: the lanes are the cores);
     ADAM  dslc.kernels.jit.adam_update over raw float32 pointers;
@@ -233,7 +234,7 @@ if AVAILABLE:
             _call_int_void(flags[YIELD])
 
     @jit
-    def helper_serve(flags, descs, fdescs, idle_spins):
+    def helper_serve(flags, theirs, ftheirs, idle_spins):
         """The helper's loop: run each published task; return after idle_spins polls without one."""
         while True:
             seen = load_acquire(flags, DONE)
@@ -243,16 +244,15 @@ if AVAILABLE:
                 if spins > idle_spins:
                     return
                 _pause(flags, spins)
-            slot = (seen + 1) % 2
-            run_task(descs[slot], fdescs[slot])
+            run_task(theirs, ftheirs)
             store_release(flags, DONE, seen + 1)
 
     @jit
-    def _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins):
-        """Run the helper's task (descs[slot]) there and ours here; serial: both here, the helper's first
+    def _post_run_wait(flags, theirs, ftheirs, mine, fmine, serial, max_spins):
+        """Run the helper's task (theirs) there and ours here; serial: both here, the helper's first
         (the same calls, so the same results). Records our task's and our wait's cycles in flags[OWN/WAIT]."""
         if serial:
-            run_task(descs[slot], fdescs[slot])
+            run_task(theirs, ftheirs)
             run_task(mine, fmine)
             return True
         n = load_acquire(flags, POSTED) + 1
@@ -278,30 +278,27 @@ if AVAILABLE:
         return True
 
     @jit
-    def gemm_pair(flags, descs, fdescs, mine, fmine, a0, b0, c0, acc0, a1, b1, c1, acc1, sgemm, serial, max_spins):
+    def gemm_pair(flags, theirs, ftheirs, mine, fmine, a0, b0, c0, acc0, a1, b1, c1, acc1, sgemm, serial, max_spins):
         """Helper: C0 (+)= A0 @ B0; this thread: C1 (+)= A1 @ B1 (serial: both here). False if the helper did
         not finish within max_spins polls (it may be asleep: the caller wakes it and waits again)."""
-        slot = (load_acquire(flags, POSTED) + 1) % 2
-        _fill_gemm(descs[slot], a0, b0, c0, acc0, sgemm)
+        _fill_gemm(theirs, a0, b0, c0, acc0, sgemm)
         _fill_gemm(mine, a1, b1, c1, acc1, sgemm)
-        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)
+        return _post_run_wait(flags, theirs, ftheirs, mine, fmine, serial, max_spins)
 
     @jit
-    def adam_pair(flags, descs, fdescs, mine, fmine, p0, m0, v0, g0, p1, m1, v1, g1, scalars, serial, max_spins):
+    def adam_pair(flags, theirs, ftheirs, mine, fmine, p0, m0, v0, g0, p1, m1, v1, g1, scalars, serial, max_spins):
         """Adam on two flat halves: the helper updates (p0, m0, v0) from g0, this thread (p1, m1, v1) from g1
         (serial: both here). scalars: beta1, beta2, step_scale, eps_s, l2, decay (float32, as adam_update takes
         them)."""
-        slot = (load_acquire(flags, POSTED) + 1) % 2
-        _fill_adam(descs[slot], fdescs[slot], p0, m0, v0, g0, scalars)
+        _fill_adam(theirs, ftheirs, p0, m0, v0, g0, scalars)
         _fill_adam(mine, fmine, p1, m1, v1, g1, scalars)
-        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)
+        return _post_run_wait(flags, theirs, ftheirs, mine, fmine, serial, max_spins)
 
     @jit
-    def sgd_pair(flags, descs, fdescs, mine, fmine, p0, b0, g0, p1, b1, g1, scalars, first, nesterov, serial,
+    def sgd_pair(flags, theirs, ftheirs, mine, fmine, p0, b0, g0, p1, b1, g1, scalars, first, nesterov, serial,
                  max_spins):
         """SGD on two flat halves (b: the momentum buffer's half, or empty): the helper's there, ours here.
         scalars: lr, momentum, keep (1 - dampening), wd (float32, as sgd_update takes them)."""
-        slot = (load_acquire(flags, POSTED) + 1) % 2
-        _fill_sgd(descs[slot], fdescs[slot], p0, b0, g0, scalars, first, nesterov)
+        _fill_sgd(theirs, ftheirs, p0, b0, g0, scalars, first, nesterov)
         _fill_sgd(mine, fmine, p1, b1, g1, scalars, first, nesterov)
-        return _post_run_wait(flags, descs, fdescs, slot, mine, fmine, serial, max_spins)
+        return _post_run_wait(flags, theirs, ftheirs, mine, fmine, serial, max_spins)

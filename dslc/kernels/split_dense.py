@@ -30,14 +30,18 @@ def split_column(p: np.ndarray) -> int | None:
     return n // 2
 
 
-def split_at(ctx, w: np.ndarray) -> int | None:
-    """The column where W is cut when this context runs lanes (ctx.lanes) and W is a large, column-major
-    float32 matrix."""
-    lanes = getattr(ctx, "lanes", None)
-    if lanes is None or w.ndim != 2 or w.dtype != np.float32 or not w.flags.f_contiguous or w.flags.c_contiguous:
+def weight_cut(w: np.ndarray) -> int | None:
+    """The column where a linear weight is cut into its two lane blocks, or None when it stays whole: only a
+    large, column-major float32 matrix is cut."""
+    if w.ndim != 2 or w.dtype != np.float32 or not w.flags.f_contiguous or w.flags.c_contiguous:
         return None
     cut = split_column(w)
     return None if cut is None else cut // w.shape[0]
+
+
+def split_at(ctx, w: np.ndarray) -> int | None:
+    """weight_cut(w) when this context runs lanes (ctx.lanes), else None."""
+    return None if getattr(ctx, "lanes", None) is None else weight_cut(w)
 
 
 def forward(ctx, x2: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:

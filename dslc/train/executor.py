@@ -143,7 +143,7 @@ class Executor:
         # thread meanwhile; workers=1 keeps every step in one piece
         self.workers = (thread_budget() if workers is None else max(1, int(workers))) if can_control_blas() else 1
         self._split_ok: bool | None = None
-        self._lanes_ok: bool | None = None if lanes is None or lanes else False   # lanes=False: never (benchmarks)
+        self._lanes_ok: bool | None = False if lanes is False else None   # lanes=False: never (benchmarks)
         self.split_parts = 2
         self._half_ctx = None
         self._gbuf: dict[str, np.ndarray] = {}
@@ -371,17 +371,15 @@ class Executor:
         """Whether this executor runs large linear layers in two lane-owned halves (dslc/train/lanes.py): with
         two or more threads, where the compiled lane can run, for a dense network (no convolution, attention
         or matmul, whose GEMMs would lose OpenBLAS's second thread: BLAS is held at one meanwhile) with a
-        linear weight big enough to cut (dslc.kernels.split_dense.split_column). Static (weight shapes only):
+        linear weight big enough to cut (dslc.kernels.split_dense.weight_cut). Static (weight shapes only):
         results never depend on timing, and training, evaluation and inference compute the same products."""
         if self._lanes_ok is None:
-            from dslc.kernels.split_dense import split_at
+            from dslc.kernels.split_dense import weight_cut
             from dslc.train.lanes import native_available
-            probe = ExecContext(True, self.rng)
-            probe.lanes = True
             ops = {self.g.nodes[n]["op"] for n in self.g}
             self._lanes_ok = self.workers > 1 and not ops & _OTHER_GEMM_OPS and native_available() and any(
                 self.g.nodes[n]["op"] == "linear" and f"{n}.weight" in self.weights
-                and split_at(probe, self.weights[f"{n}.weight"]) is not None for n in self.g)
+                and weight_cut(self.weights[f"{n}.weight"]) is not None for n in self.g)
         return self._lanes_ok
 
     @contextlib.contextmanager

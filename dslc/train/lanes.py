@@ -91,8 +91,8 @@ class Lane:
         from dslc.kernels import lane_kernels as K
         self._k = K
         self.flags = K.new_flags()
-        self.descs = np.zeros((2, K.DESC), np.int64)
-        self.fdescs = np.zeros((2, 8), np.float32)
+        self.theirs = np.zeros(K.DESC, np.int64)   # the helper's task
+        self.ftheirs = np.zeros(8, np.float32)
         self.mine = np.zeros(K.DESC, np.int64)
         self.fmine = np.zeros(8, np.float32)
         self._cond = threading.Condition()
@@ -107,7 +107,7 @@ class Lane:
     def _serve(self):
         K, f = self._k, self.flags
         while True:
-            K.helper_serve(f, self.descs, self.fdescs, self.IDLE_SPINS)
+            K.helper_serve(f, self.theirs, self.ftheirs, self.IDLE_SPINS)
             with self._cond:
                 self._sleeping = True
                 while f[K.POSTED] <= f[K.DONE]:
@@ -144,7 +144,7 @@ class Lane:
             self._wake()
         done = False
         try:
-            done = kernel(self.flags, self.descs, self.fdescs, self.mine, self.fmine, *args, serial,
+            done = kernel(self.flags, self.theirs, self.ftheirs, self.mine, self.fmine, *args, serial,
                           self.WAIT_SPINS)
             if not serial:
                 self._record(done)

@@ -142,9 +142,14 @@ class Optimizer(ABC):
     def _prepare_step(self, lr: float) -> None:
         """Scalars shared by every parameter's update this step."""
 
+    native_pairs = False   # the subclass has a compiled lane task (_apply_pair)
+
     def _pairs_natively(self) -> bool:
         """Whether _apply_pair runs on the compiled lane."""
-        return False
+        if not self.native_pairs:
+            return False
+        from dslc.train.lanes import native_available
+        return native_available()
 
     def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
         """Update two halves at once on the compiled lane (dslc/train/lanes.py: the helper's half is the block
@@ -176,6 +181,7 @@ class Optimizer(ABC):
 class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + (g + wd * p); Nesterov uses g + momentum * v as the step."""
     name = "sgd"
+    native_pairs = True
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
                  threads=None):
@@ -191,10 +197,6 @@ class SGD(Optimizer):
         from dslc.kernels.jit import sgd_update
         sgd_update(a["p"], a.get("momentum", _EMPTY), g, F32(lr), F32(self.momentum), F32(1.0 - self.dampening),
                    F32(self.weight_decay), self.t == 1, self.nesterov)
-
-    def _pairs_natively(self) -> bool:
-        from dslc.train.lanes import native_available
-        return native_available()
 
     def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
         from dslc.train.lanes import lane
@@ -218,6 +220,7 @@ class Adam(Optimizer):
     name = "adam"
     state_keys = ("m", "v")
     decoupled = False
+    native_pairs = True
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, betas=None,
                  threads=None):
@@ -239,24 +242,21 @@ class Adam(Optimizer):
         self._eps_s = self.eps / s
         self._step_scale = lr * (1.0 - self.beta1) / (bc1 * s)
 
-    def _apply(self, a, g, lr):
-        from dslc.kernels.jit import adam_update
+    def _scalars(self, lr) -> np.ndarray:
+        """adam_update's six scalars, float32: beta1, beta2, step_scale, eps_s, l2, decay."""
         l2 = 0.0 if self.decoupled else self.weight_decay
         decay = 1.0 - lr * self.weight_decay if self.decoupled else 1.0
-        adam_update(a["p"], a["m"], a["v"], g, F32(self.beta1), F32(self.beta2), F32(self._step_scale),
-                    F32(self._eps_s), F32(l2), F32(decay))
+        return np.array([self.beta1, self.beta2, self._step_scale, self._eps_s, l2, decay], F32)
 
-    def _pairs_natively(self) -> bool:
-        from dslc.train.lanes import native_available
-        return native_available()
+    def _apply(self, a, g, lr):
+        from dslc.kernels.jit import adam_update
+        adam_update(a["p"], a["m"], a["v"], g, *self._scalars(lr))
 
     def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
         from dslc.train.lanes import lane
         if not self._pairs_natively():
             return False
-        l2 = 0.0 if self.decoupled else self.weight_decay
-        decay = 1.0 - lr * self.weight_decay if self.decoupled else 1.0
-        scalars = np.array([self.beta1, self.beta2, self._step_scale, self._eps_s, l2, decay], F32)
+        scalars = self._scalars(lr)
         lane().adam_pair((a0["p"], a0["m"], a0["v"], np.ascontiguousarray(g0)),
                          (a1["p"], a1["m"], a1["v"], np.ascontiguousarray(g1)), scalars)
         return True
