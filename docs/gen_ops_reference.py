@@ -42,13 +42,17 @@ TRAIN_NOTES = {
     "sgd": "stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay",
     "adam": "Adam (Kingma & Ba); `weight_decay` adds an L2 term to the gradient",
     "adamw": "Adam with decoupled weight decay (Loshchilov & Hutter)",
+    "lbfgs": "full-batch L-BFGS with a strong-Wolfe line search (torch.optim.LBFGS's algorithm): up to `max_iter` "
+             "iterations per epoch",
+    "levenberg_marquardt": "full-batch Levenberg-Marquardt for `mse` losses (trainlm's damping rule): one accepted "
+                           "step per epoch",
     "constant": "the learning rate stays at the optimiser's `lr`",
     "step": "multiply the learning rate by `gamma` every `step_size` epochs, after `warmup` epochs of linear warm-up",
     "cosine": "half a cosine from `lr` down to `min_lr` over the epochs after `warmup` epochs of linear warm-up",
     "linear2d": "`n` 2-D points in two linearly separable classes (labels 0/1)",
     "nonseparable2d": "`n` 2-D points, positive inside the Rosenbrock valley: not linearly separable (labels 0/1)",
     "rosenbrock": "regression of the Rosenbrock function on [-1, 1]^2 (standardised targets)",
-    "sinxsiny": "regression of sin(x) sin(y) on [-pi, pi]^2",
+    "sinxsiny": "regression of sin(x) sin(y) on [-extent, extent]^2",
     "mnist": "MNIST IDX files from `dir` (default: the data directory); `train` images to train on when only "
              "the t10k files are present",
     "npz": "arrays `x` / `y` (or `x_train`, `y_train`, `x_test`, `y_test`) of an `.npz` file; needs `path`",

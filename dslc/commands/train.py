@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "lbfgs", "levenberg_marquardt"])
     p.add_argument("--seed", type=int, help="seed for initial weights, shuffling and dropout")
     p.add_argument("--clip", type=float, help="clip gradients to this global L2 norm")
     p.add_argument("--val-split", type=float, help="hold out this fraction of the training data for validation")

@@ -11,7 +11,7 @@ Sources (the names of a `.net` file's `data = ...` and of `dslc train --data SPE
     rosenbrock(n, seed)      regression of z = 100 (x2 - x1^2)^2 + (1 - x1)^2 on [-1, 1]^2, z standardised
                              (zero mean, unit variance over the generating distribution's sample; the scale is in
                              `Dataset.info`)
-    sinxsiny(n, seed)        regression of z = sin(x) sin(y) on [-pi, pi]^2
+    sinxsiny(n, seed, extent) regression of z = sin(x) sin(y) on [-extent, extent]^2 (default pi)
     mnist(dir, train)        IDX files (gzip or raw) from dir (default $DSLC_DATA_DIR/mnist, DSLC_DATA_DIR
                              defaulting to ../shared/data from the working directory, then beside the repo).
                              With train-* files: those train and t10k-* test. With only t10k-*: the first
@@ -152,14 +152,17 @@ def rosenbrock(n: int = 400, seed: int = 0, standardize: bool = True) -> Dataset
                    task="regression", info=info)
 
 
-def sinxsiny(n: int = 400, seed: int = 0) -> Dataset:
-    """Regression of z = sin(x) sin(y) on [-pi, pi]^2."""
+def sinxsiny(n: int = 400, seed: int = 0, extent: float = np.pi) -> Dataset:
+    """Regression of z = sin(x) sin(y) on [-extent, extent]^2 (default [-pi, pi]^2: two periods)."""
+    if not extent > 0:
+        raise DataError(f"sinxsiny: extent must be positive, got {extent!r}")
+
     def make(rng, m):
-        x = rng.uniform(-np.pi, np.pi, (m, 2))
+        x = rng.uniform(-extent, extent, (m, 2))
         return x.astype(np.float32), (np.sin(x[:, 0]) * np.sin(x[:, 1])).reshape(m, 1).astype(np.float32)
     xtr, ytr, xte, yte = _gen("sinxsiny", n, seed, make)
     return Dataset("sinxsiny", Split([xtr], [ytr]), Split([xte], [yte]), task="regression",
-                   info={"function": "sin(x) sin(y)", "domain": [[-np.pi, np.pi]] * 2})
+                   info={"function": "sin(x) sin(y)", "domain": [[-extent, extent]] * 2})
 
 
 # ---------------------------------------------------------------------------------------- MNIST / IDX

@@ -314,12 +314,15 @@ class Executor:
         with self._lanes(ctx):
             return self._backward(plan, ctx, *self._forward(plan, ctx, inputs, targets, keep=True))
 
-    def _backward(self, plan: Plan, ctx, values: list, saved: list):
+    def _backward(self, plan: Plan, ctx, values: list, saved: list, seed: tuple[int, np.ndarray] | None = None):
+        """Reverse pass from the loss (gradient 1), or from `seed` = (slot, gradient of that slot): a
+        vector-Jacobian product of any tensor the loss depends on (second_order.py's per-sample Jacobians)."""
         loss = values[plan.loss_slot]
         grads_v: list[Any] = [None] * plan.n_slots
         owned = bytearray(plan.n_slots)  # 1 where grads_v[slot] is our own array (safe to add into in place)
-        grads_v[plan.loss_slot] = np.ones(np.shape(loss), F32)
-        owned[plan.loss_slot] = 1
+        seed_slot, seed_grad = seed if seed is not None else (plan.loss_slot, np.ones(np.shape(loss), F32))
+        grads_v[seed_slot] = seed_grad
+        owned[seed_slot] = 1
         wgrads: dict[str, np.ndarray] = {}
         steps = plan.steps
         for i in range(len(steps) - 1, -1, -1):
@@ -364,6 +367,30 @@ class Executor:
             if name not in wgrads:
                 wgrads[name] = np.zeros_like(self.weights[name])
         return float(loss), [values[s] for s in plan.loss_input_slots], wgrads
+
+    def prediction_jacobian(self, inputs, targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prediction, target, J) of the loss node's first operand: J[i*K + k, :] = d pred[i, k] / d w over the
+        trainable weights flattened in `self.trainable` order (row-major each). One evaluation-mode forward and
+        K backward passes per sample (batch of one): exact, for Gauss-Newton / Levenberg-Marquardt."""
+        plan = self.plan("train")
+        xs = self._given(plan.feed_slots, inputs, "input")
+        ys = self._given(plan.target_slots, targets, "target")
+        pred_slot = plan.loss_input_slots[0]
+        n = len(xs[0])
+        rows, preds = [], []
+        for i in range(n):
+            values, saved = self._forward(plan, self.eval_ctx, [a[i:i + 1] for a in xs], [a[i:i + 1] for a in ys],
+                                          keep=True)
+            p = values[pred_slot]
+            preds.append(p.reshape(-1))
+            for k in range(p.size):
+                e = np.zeros(p.shape, F32)
+                e.reshape(-1)[k] = 1.0
+                sv = saved if k == p.size - 1 else list(saved)   # the reverse pass frees what it consumes
+                _, _, gw = self._backward(plan, self.eval_ctx, values, sv, seed=(pred_slot, e))
+                rows.append(np.concatenate([gw[name].reshape(-1) for name in self.trainable]))
+        target = np.concatenate([np.asarray(a, F32).reshape(-1) for a in ys[0:1]]) if ys else None
+        return np.concatenate(preds), target, np.stack(rows)
 
 
     # ------------------------------------------------------------ lane-split dense layers

@@ -12,6 +12,7 @@ the steps the interrupted one would have taken, and ends with the same weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -28,6 +29,7 @@ import numpy as np
 from dslc.train import data as D
 from dslc.train.executor import Executor, ExecutorError
 from dslc.train.optim import OptimizerError, clip_grad_norm, make_optimizer, make_schedule
+from dslc.train.second_order import SECOND_ORDER as FULL_BATCH_OPTIMIZERS, Objective
 from dslc.weights import load_weights
 
 CHECKPOINT_VERSION = 1
@@ -68,7 +70,9 @@ class Settings:
         if "optimizer" in o:
             name = str(o.pop("optimizer")).lower()
             if name != opt.get("name"):
-                opt = {"name": name, **({"lr": opt["lr"]} if "lr" in opt else {})}
+                # a first-order learning rate carries over; a second-order method's step length is its own
+                keep_lr = "lr" in opt and name not in FULL_BATCH_OPTIMIZERS and opt.get("name") not in FULL_BATCH_OPTIMIZERS
+                opt = {"name": name, **({"lr": opt["lr"]} if keep_lr else {})}
         if "lr" in o:
             opt["lr"] = float(o.pop("lr"))
         s = cls(epochs=int(o.get("epochs", base.get("epochs") or 10)),
@@ -398,6 +402,8 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
     metric = choose_metric(g, s.metric)
     ds = prepare_data(g, s, dataset)
     n_train = len(ds.train)
+    if str(s.optimizer.get("name", "")).lower() in FULL_BATCH_OPTIMIZERS:
+        s = dataclasses.replace(s, batch_size=n_train)   # second-order: one step over the whole split per epoch
     spe = D.num_batches(n_train, s.batch_size)
     val_split = ds.val if ds.val is not None else ds.test
     val_name = "validation" if ds.val is not None else "test"
@@ -407,6 +413,9 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
     if not params:
         raise TrainError(f"network `{g.graph.get('name')}` has no trainable weights")
     opt = make_optimizer(s.optimizer, params)
+    full_batch = getattr(opt, "full_batch", False)
+    if full_batch:
+        opt.check_graph(g)
     sched = make_schedule(s.schedule, opt.lr, spe, s.epochs)
     log_every = log_every or max(spe // 20, 1)
     eval_batch = max(s.batch_size, 256)
@@ -468,14 +477,19 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             t_epoch = time.perf_counter() - sums["time"]
             for b, xs, ys in D.batches(ds.train, order, s.batch_size, next_batch):
                 lr = sched(step)
-                loss, aux, grads = exe.loss_and_grads(xs, ys)
+                if full_batch:   # the optimiser evaluates the loss (and Jacobians) itself
+                    loss = opt.step_full(Objective(exe, xs, ys), lr)
+                    aux = exe.evaluate(xs, ys)[1]
+                else:
+                    loss, aux, grads = exe.loss_and_grads(xs, ys)
                 if not math.isfinite(loss):
                     prog.end_epoch()
                     raise TrainError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; try a smaller "
                                      f"learning rate (now {lr:g}) or gradient clipping (clip = 1.0)")
-                if s.clip:
-                    clip_grad_norm(grads, s.clip)
-                opt.step(grads, lr)
+                if not full_batch:
+                    if s.clip:
+                        clip_grad_norm(grads, s.clip)
+                    opt.step(grads, lr)
                 k = len(xs[0])
                 step += 1
                 next_batch = b + 1

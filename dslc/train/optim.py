@@ -289,17 +289,19 @@ def make_optimizer(spec: dict | str, params: dict[str, np.ndarray], lr: float | 
     if isinstance(spec, str):
         spec = {"name": spec}
     spec = dict(spec)
+    from dslc.train.second_order import SECOND_ORDER, SECOND_ORDER_KEYS   # full-batch: lbfgs, levenberg_marquardt
+    table, keys = {**OPTIMIZERS, **SECOND_ORDER}, {**_OPT_KEYS, **SECOND_ORDER_KEYS}
     name = str(spec.pop("name", "sgd")).lower()
-    if name not in OPTIMIZERS:
-        raise OptimizerError(f"unknown optimizer `{name}` (known: {', '.join(OPTIMIZERS)})")
-    unknown = set(spec) - _OPT_KEYS[name]
+    if name not in table:
+        raise OptimizerError(f"unknown optimizer `{name}` (known: {', '.join(table)})")
+    unknown = set(spec) - keys[name]
     if unknown:
         raise OptimizerError(f"optimizer {name}: unknown argument `{sorted(unknown)[0]}` "
-                             f"(known: {', '.join(sorted(_OPT_KEYS[name]))})")
+                             f"(known: {', '.join(sorted(keys[name]))})")
     if lr is not None:
         spec["lr"] = lr
     try:
-        return OPTIMIZERS[name](params, **spec)
+        return table[name](params, **spec)
     except TypeError as e:  # a list where a number was expected, ...
         raise OptimizerError(f"optimizer {name}: {e}") from None
 
