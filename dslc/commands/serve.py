@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a Triton-style model repository: DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx "
                         "(config.pbtxt settings win over the flags below)")
     p.add_argument("--weights", metavar="FILE", help="weights for a .net model")
+    from dslc.commands.compile import add_precision_arguments
+    add_precision_arguments(p)   # for .net models: compiled at this precision
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-batch-size", type=int, default=32, metavar="N",

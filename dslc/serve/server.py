@@ -77,7 +77,12 @@ def gather_models(args) -> list[ServedModel]:
         seen[name] = p
         if path.suffix == ".net" and args.weights is None:
             log(f"{p}: no --weights given: serving the network with dslc's seeded initial weights")
-        source = load_model_source(path, args.weights if path.suffix == ".net" else None)
+        if path.suffix != ".net" and getattr(args, "precision", "fp32") != "fp32":
+            raise UsageError(f"{p}: --precision applies to .net models; make a reduced .onnx with "
+                             f"`dslc compile --precision {args.precision}`")
+        source = load_model_source(path, args.weights if path.suffix == ".net" else None,
+                                   precision=getattr(args, "precision", "fp32"),
+                                   calibration=getattr(args, "calibration", None))
         models.append(ServedModel(name, "1", source, origin=str(path), **common))
     if args.repository:
         try:
