@@ -36,6 +36,12 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
                         "mnist, mnist:DIR, FILE.npz, FILE.csv, a built-in set, or a folder of images")
 
 
+def precision_usage_error(args) -> str | None:
+    if getattr(args, "calibration", None) is not None and args.precision == "fp32":
+        return "--calibration goes with --precision int8 (or fp16, for the comparison data)"
+    return None
+
+
 def run(args) -> int:
     import sys
     import time
@@ -47,6 +53,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     src = Path(args.file)
     out = Path(args.output) if args.output else Path(src.stem + ".onnx")
+    if precision_usage_error(args):
+        print(f"dslc: error: {precision_usage_error(args)}", file=sys.stderr)
+        return 2
     if args.weights and not Path(args.weights).is_file():
         print(f"dslc: error: weights file {args.weights} not found", file=sys.stderr)
         return 2

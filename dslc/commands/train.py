@@ -45,6 +45,9 @@ def run(args) -> int:
         print(f"dslc train: error: {msg}", file=sys.stderr)
         return code
 
+    from dslc.commands.compile import precision_usage_error
+    if precision_usage_error(args):
+        return fail(precision_usage_error(args), 2)
     path = Path(args.file)
     if not path.is_file():
         return fail(f"cannot read {path}: no such file", 2)

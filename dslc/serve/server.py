@@ -232,6 +232,10 @@ def main(args) -> int:
     if not 0 <= args.port <= 65535:
         print("dslc serve: --port must be 0..65535", file=sys.stderr)
         return 2
+    from dslc.commands.compile import precision_usage_error
+    if getattr(args, "precision", None) and precision_usage_error(args):
+        print(f"dslc serve: {precision_usage_error(args)}", file=sys.stderr)
+        return 2
     mode = getattr(args, "model_control_mode", "none")
     if mode != "none" and not args.repository:
         print(f"dslc serve: --model-control-mode {mode} needs --repository DIR", file=sys.stderr)

@@ -125,6 +125,8 @@ def test_int8_without_data_and_missing_calibration_are_clear_errors(tmp_path, ca
     assert main(["compile", str(net), "--precision", "int8", "--calibration", str(tmp_path / "wrong.npz"),
                  "-o", str(tmp_path / "a.onnx")]) == 1
     assert "--calibration" in capsys.readouterr().err
+    assert main(["compile", str(net), "--calibration", "mnist", "-o", str(tmp_path / "a.onnx")]) == 2
+    assert "--calibration goes with --precision" in capsys.readouterr().err
     # fp16 needs no data: compared on random inputs
     assert main(["compile", str(net), "--precision", "fp16", "-o", str(tmp_path / "h.onnx")]) == 0
     assert "random standard-normal inputs" in capsys.readouterr().out
