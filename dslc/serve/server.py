@@ -81,7 +81,8 @@ def gather_models(args) -> list[ServedModel]:
                              f"`dslc compile --precision {args.precision}`")
         source = load_model_source(path, args.weights if path.suffix == ".net" else None,
                                    precision=getattr(args, "precision", "fp32"),
-                                   calibration=getattr(args, "calibration", None))
+                                   calibration=getattr(args, "calibration", None),
+                                   fp16_io=getattr(args, "fp16_io", False))
         models.append(ServedModel(name, "1", source, origin=str(path), **common))
     if args.repository:
         try:
