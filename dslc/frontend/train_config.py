@@ -25,6 +25,9 @@ TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist": ("data", {"dir": None, "train": 8000}),
     "npz": ("data", {"path": None}),
     "csv": ("data", {"path": None, "target": -1}),
+    "adding": ("data", {"n": 2000, "length": 50, "seed": 0}),
+    "copy": ("data", {"n": 2000, "symbols": 10, "delay": 20, "seed": 0}),
+    "text": ("data", {"path": None, "seq_len": 64, "stride": None}),
 }
 
 KEYS: dict[str, str] = {
