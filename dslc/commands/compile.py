@@ -21,7 +21,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fold each batchnorm that follows a conv into the conv's weight and bias (default: on, "
                         "as torch.onnx.export does); --no-fold-bn keeps BatchNormalization nodes with the running "
                         "statistics")
+    add_precision_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def add_precision_arguments(p: argparse.ArgumentParser) -> None:
+    """--precision / --calibration, shared by compile, train and serve."""
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp32 (default); fp16: weights and compute in half precision, inputs/outputs kept "
+                        "float32; int8: static QDQ quantization calibrated on the train section's data. The "
+                        "output delta (and accuracy) against fp32 on held-out data is printed")
+    p.add_argument("--calibration", metavar="SPEC",
+                   help="data for int8 calibration and the fp32 comparison instead of the train section's: "
+                        "mnist, mnist:DIR, FILE.npz, FILE.csv, a built-in set, or a folder of images")
+
+
+def precision_usage_error(args) -> str | None:
+    if getattr(args, "calibration", None) is not None and args.precision == "fp32":
+        return "--calibration goes with --precision int8 (or fp16, for the comparison data)"
+    return None
 
 
 def run(args) -> int:
@@ -35,6 +53,9 @@ def run(args) -> int:
     t0 = time.perf_counter()
     src = Path(args.file)
     out = Path(args.output) if args.output else Path(src.stem + ".onnx")
+    if precision_usage_error(args):
+        print(f"dslc: error: {precision_usage_error(args)}", file=sys.stderr)
+        return 2
     if args.weights and not Path(args.weights).is_file():
         print(f"dslc: error: weights file {args.weights} not found", file=sys.stderr)
         return 2
@@ -44,6 +65,8 @@ def run(args) -> int:
         return report(e, src)
     if prog.diagnostics.items:
         print(prog.diagnostics.render_all(), file=sys.stderr)   # warnings
+    if args.precision != "fp32":
+        return _run_reduced(args, g, src, out, t0)
     try:
         model, info = compile_graph(g, weights=args.weights, batch=args.batch, opset=args.opset,
                                     fold_bn=args.fold_bn, seed=args.seed, materialize=False, output=out)
@@ -65,6 +88,42 @@ def run(args) -> int:
               f"{time.perf_counter() - t0:.2f}s")
         print(f"  inputs  {ins}")
         print(f"  outputs {outs}")
+    return 0
+
+
+def _run_reduced(args, g, src, out, t0) -> int:
+    """fp16 / int8: compile and validate fp32 in memory, convert, validate again, compare, write."""
+    import sys
+    import time
+
+    from dslc.lowering.compile import compile_graph
+    from dslc.lowering.errors import report
+    from dslc.lowering.precision import PrecisionError, reduce_for_graph
+    from dslc.weights import atomic_write_bytes
+    try:
+        _model, info = compile_graph(g, weights=args.weights, batch=args.batch, opset=args.opset,
+                                     fold_bn=args.fold_bn, seed=args.seed, materialize=False)
+    except Exception as e:  # noqa: BLE001
+        return report(e, src)
+    if info.data is None:
+        print(f"dslc: error: --precision {args.precision}: the fp32 model is over 2 GB, which the converters "
+              f"cannot read in one piece", file=sys.stderr)
+        return 2
+    try:
+        reduced, comparison = reduce_for_graph(info.data, args.precision, info.g, args.calibration)
+    except PrecisionError as e:
+        print(f"dslc: error: {e}", file=sys.stderr)
+        return e.code
+    try:
+        atomic_write_bytes(out, reduced)
+    except OSError as e:
+        print(f"dslc: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"wrote {out}: network {info.g.graph['name']}, {args.precision}, {_human_bytes(len(reduced))} "
+              f"(fp32 {_human_bytes(len(info.data))}), validated (checker, shape inference, onnxruntime) in "
+              f"{time.perf_counter() - t0:.2f}s")
+        print(f"  {comparison.describe()}")
     return 0
 
 

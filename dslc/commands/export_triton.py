@@ -23,6 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    written = write_entry(args, "export-triton")
+    if isinstance(written, int):
+        return written
+    for path in written[2:4]:
+        print(f"wrote {path}")
+    return 0
+
+
+def write_entry(args, command: str):
+    """Validate the options, read the model through onnxruntime, write DIR/<name>/config.pbtxt and
+    DIR/<name>/<version>/model.onnx; returns (name, config, config path, model path, ServedModel), or the exit
+    status after printing the error."""
     import re
     import sys
     from pathlib import Path
@@ -32,20 +44,20 @@ def run(args) -> int:
 
     path = Path(args.model)
     if not path.is_file():
-        print(f"dslc export-triton: no such model file: {args.model}", file=sys.stderr)
+        print(f"dslc {command}: no such model file: {args.model}", file=sys.stderr)
         return 2
     if args.max_batch_size < 0 or args.instances < 1 or args.version < 1 or args.max_queue_delay_ms < 0:
-        print("dslc export-triton: --max-batch-size and --max-queue-delay-ms must be >= 0, --instances and "
+        print(f"dslc {command}: --max-batch-size and --max-queue-delay-ms must be >= 0, --instances and "
               "--version >= 1", file=sys.stderr)
         return 2
     name = args.name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
-        print(f"dslc export-triton: model name {name!r} must be letters, digits, '_', '-' or '.'", file=sys.stderr)
+        print(f"dslc {command}: model name {name!r} must be letters, digits, '_', '-' or '.'", file=sys.stderr)
         return 2
     try:
         data = load_model_source(path, args.weights)
     except ModelLoadError as e:
-        print(str(e) if e.plain else f"dslc export-triton: error: {e}", file=sys.stderr)
+        print(str(e) if e.plain else f"dslc {command}: error: {e}", file=sys.stderr)
         return e.code
     # Read the tensors through onnxruntime (CPU): the same view the server and Triton's backend have.
     m = ServedModel(name, str(args.version), data, origin=str(path), max_batch_size=args.max_batch_size,
@@ -53,19 +65,17 @@ def run(args) -> int:
     try:
         m.load()
     except ModelLoadError as e:
-        print(f"dslc export-triton: error: {e}", file=sys.stderr)
+        print(f"dslc {command}: error: {e}", file=sys.stderr)
         return 1
     for note in m.notes:
-        print(f"dslc export-triton: note: {note}", file=sys.stderr)
+        print(f"dslc {command}: note: {note}", file=sys.stderr)
     cfg = triton.model_config(name, m.inputs, m.outputs, m.max_batch_size,
                               queue_delay_us=int(round(args.max_queue_delay_ms * 1000)),
                               instances=args.instances, gpu=args.gpu)
     try:
         cfg_path, model_path = triton.write_model(args.repository, name, data, cfg, version=args.version)
     except OSError as e:
-        print(f"dslc export-triton: error: cannot write into {args.repository}: {e.strerror or e}"
+        print(f"dslc {command}: error: cannot write into {args.repository}: {e.strerror or e}"
               f"{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
         return 2
-    print(f"wrote {cfg_path}")
-    print(f"wrote {model_path}")
-    return 0
+    return name, cfg, cfg_path, model_path, m

@@ -15,6 +15,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a Triton-style model repository: DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx "
                         "(config.pbtxt settings win over the flags below)")
     p.add_argument("--weights", metavar="FILE", help="weights for a .net model")
+    p.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none",
+                   help="repository models (as Triton): none: those at startup (default); explicit: --load-model "
+                        "ones, then POST /v2/repository/models/NAME/load|unload; poll: rescan the repository and "
+                        "load new, reload changed, unload removed models, without dropping a request")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0, metavar="S",
+                   help="how often poll mode rescans the repository (default 15)")
+    p.add_argument("--load-model", action="append", metavar="NAME",
+                   help="with --model-control-mode explicit: load NAME at startup (repeatable; '*' loads all)")
+    from dslc.commands.compile import add_precision_arguments
+    add_precision_arguments(p)   # for .net models: compiled at this precision
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--max-batch-size", type=int, default=32, metavar="N",

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="in the exported model, fold each batchnorm that follows a conv into the conv (default: "
                         "on, as `dslc compile`); --no-fold-bn keeps BatchNormalization nodes")
+    from dslc.commands.compile import add_precision_arguments
+    add_precision_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -43,6 +45,9 @@ def run(args) -> int:
         print(f"dslc train: error: {msg}", file=sys.stderr)
         return code
 
+    from dslc.commands.compile import precision_usage_error
+    if precision_usage_error(args):
+        return fail(precision_usage_error(args), 2)
     path = Path(args.file)
     if not path.is_file():
         return fail(f"cannot read {path}: no such file", 2)
@@ -102,4 +107,29 @@ def run(args) -> int:
         return fail(str(e), 1)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    if args.precision != "fp32":
+        return _reduce_export(args, g, result, paths["onnx"])
+    return 0
+
+
+def _reduce_export(args, g, result, path) -> int:
+    """Replace the exported fp32 model with its fp16 / int8 version, calibrated on the training data."""
+    import sys
+    from pathlib import Path
+
+    from dslc.lowering.calibration import from_dataset, precision_data
+    from dslc.lowering.precision import PrecisionError, reduce_model
+    from dslc.weights import atomic_write_bytes
+    try:
+        data = (precision_data(g, args.calibration) if args.calibration is not None
+                else from_dataset(result.dataset, g))
+        reduced, comparison = reduce_model(Path(path).read_bytes(), args.precision, data,
+                                           network=f"network `{g.graph.get('name')}`")
+        atomic_write_bytes(path, reduced)
+    except PrecisionError as e:
+        print(f"dslc train: error: {e} (the fp32 model is in {path})", file=sys.stderr)
+        return e.code
+    print(f"wrote {path} as {args.precision}\n  {comparison.describe()}")
+    return 0

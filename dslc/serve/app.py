@@ -47,7 +47,7 @@ class _Disconnected(Exception):
 
 class ServeApp:
     def __init__(self, models: list[ServedModel], *, metrics=None, api_key: str | None = None,
-                 max_body_size: int = 64 << 20, on_fatal=None, banner: str = ""):
+                 max_body_size: int = 64 << 20, on_fatal=None, banner: str = "", control=None):
         self.models: dict[str, dict[str, ServedModel]] = {}
         for m in models:
             self.models.setdefault(m.name, {})[m.version] = m
@@ -62,6 +62,10 @@ class ServeApp:
         self.accepted = 0       # inference requests that reached the app
         self.answered = 0       # ... and got a response (success or error)
         self._load_task = None
+        if control is None:   # the repository index answers in every mode; load/unload need one
+            from dslc.serve.repository import ModelControl
+            control = ModelControl(self, None, fixed=set(self.models))
+        self.control = control
 
     # ------------------------------------------------------------------------------------------------ ASGI
 
@@ -79,10 +83,12 @@ class ServeApp:
                 if self.banner:
                     log(self.banner)
                 self._load_task = asyncio.get_running_loop().create_task(self._load_all())
+                self.control.start(self._load_task)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 if self._load_task is not None and not self._load_task.done():
                     self._load_task.cancel()
+                self.control.stop()
                 for vs in self.models.values():
                     for m in vs.values():
                         if m.batcher is not None:
@@ -107,14 +113,18 @@ class ServeApp:
                 if self.on_fatal:
                     self.on_fatal()
                 return
-            mm = self.metrics.for_model(m.name, m.version) if self.metrics else None
-            m.mmetrics = mm
-            m.batcher = Batcher(m, loop, mm)
-            m.state = "ready"
+            self.activate(m)
             for note in m.notes:
                 log(f"model '{m.name}': {note}")
             log(m.summary() + ("; lone requests run inline" if m.batcher.inline else ""))
         log(f"ready: {len(all_models)} model(s)")
+
+    def activate(self, m: ServedModel) -> None:
+        """A loaded model gets its metrics and batcher and becomes ready (on the event loop)."""
+        mm = self.metrics.for_model(m.name, m.version) if self.metrics else None
+        m.mmetrics = mm
+        m.batcher = Batcher(m, asyncio.get_running_loop(), mm)
+        m.state = "ready"
 
     # ------------------------------------------------------------------------------------------------ HTTP
 
@@ -163,7 +173,10 @@ class ServeApp:
                 self._method(method, "GET")
                 from dslc import __version__
                 return await self._json(send, 200, {"name": "dslc", "version": __version__, "extensions": [
-                    "binary_tensor_data", "model_configuration", "statistics"]})
+                    "binary_tensor_data", "model_configuration", "statistics", "model_repository"]})
+            if parts[1] == "repository":
+                body = await self._read_body(receive, headers) if method == "POST" else b""
+                return await self.control.route(method, parts[2:], body, send)
             if parts[1] == "health" and n == 3 and parts[2] in ("live", "ready"):
                 self._method(method, "GET")
                 if parts[2] == "live":

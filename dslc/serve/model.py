@@ -20,12 +20,13 @@ class ModelLoadError(Exception):
         self.plain = plain
 
 
-def load_model_source(path, weights=None) -> bytes:
+def load_model_source(path, weights=None, precision: str = "fp32", calibration: str | None = None) -> bytes:
     """Serialized ONNX for a model file: a .onnx is read as is; a .net is compiled (with its weights) first.
 
     The .net path goes through dslc.lowering.compile (load_program, then compile_graph with the batch dim left
     symbolic, whose validation already serialized the model), imported only here so serving .onnx files never
-    depends on the compiler.  Without weights the network gets dslc's seeded initial weights.
+    depends on the compiler.  Without weights the network gets dslc's seeded initial weights.  `precision`
+    fp16 / int8 converts the compiled model (dslc.lowering.precision; .net files only).
     """
     path = Path(path)
     if path.suffix == ".net":
@@ -49,6 +50,8 @@ def load_model_source(path, weights=None) -> bytes:
         if info.data is None:
             raise ModelLoadError(f"{path}: the model is over 2 GB; compile it with `dslc compile` and serve "
                                  f"the .onnx file", code=2)
+        if precision != "fp32":
+            return _reduced(path, info, precision, calibration)
         return info.data
     if weights is not None:
         raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights",
@@ -57,6 +60,18 @@ def load_model_source(path, weights=None) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}", code=2) from None
+
+
+def _reduced(path, info, precision: str, calibration: str | None) -> bytes:
+    import sys
+
+    from dslc.lowering.precision import PrecisionError, reduce_for_graph
+    try:
+        reduced, comparison = reduce_for_graph(info.data, precision, info.g, calibration)
+    except PrecisionError as e:
+        raise ModelLoadError(f"{path}: --precision {precision}: {e}", code=e.code) from None
+    print(f"dslc serve: {path}: {comparison.describe()}", file=sys.stderr, flush=True)
+    return reduced
 
 
 def default_threads(instances: int = 1) -> int:

@@ -58,8 +58,7 @@ def _settings_from_config(cfg: dict) -> dict:
 
 def gather_models(args) -> list[ServedModel]:
     from dslc.serve import triton
-    common = dict(max_batch_size=args.max_batch_size, queue_delay_ms=args.max_queue_delay_ms,
-                  instances=args.instances, device=args.device, threads=args.threads)
+    common = common_settings(args)
     models: list[ServedModel] = []
     seen: dict[str, str] = {}
     nets = [p for p in args.models if Path(p).suffix == ".net"]
@@ -77,22 +76,53 @@ def gather_models(args) -> list[ServedModel]:
         seen[name] = p
         if path.suffix == ".net" and args.weights is None:
             log(f"{p}: no --weights given: serving the network with dslc's seeded initial weights")
-        source = load_model_source(path, args.weights if path.suffix == ".net" else None)
+        if path.suffix != ".net" and getattr(args, "precision", "fp32") != "fp32":
+            raise UsageError(f"{p}: --precision applies to .net models; make a reduced .onnx with "
+                             f"`dslc compile --precision {args.precision}`")
+        source = load_model_source(path, args.weights if path.suffix == ".net" else None,
+                                   precision=getattr(args, "precision", "fp32"),
+                                   calibration=getattr(args, "calibration", None))
         models.append(ServedModel(name, "1", source, origin=str(path), **common))
     if args.repository:
         try:
-            entries = triton.scan_repository(args.repository)
+            entries = startup_entries(args)
         except triton.ConfigError as e:
             raise ModelLoadError(str(e)) from None
         for e in entries:
             if e["name"] in seen:
                 raise UsageError(f"two models named '{e['name']}': {seen[e['name']]} and the repository's")
             seen[e["name"]] = str(Path(args.repository) / e["name"])
-            settings = {**common, **_settings_from_config(e["config"])}
-            for version, mpath in e["versions"]:
-                models.append(ServedModel(e["name"], str(version), load_model_source(mpath), origin=str(mpath),
-                                          repo_config=e["config"] or None, **settings))
+            models.extend(models_for_entry(e, common))
     return models
+
+
+def common_settings(args) -> dict:
+    return dict(max_batch_size=args.max_batch_size, queue_delay_ms=args.max_queue_delay_ms,
+                instances=args.instances, device=args.device, threads=args.threads)
+
+
+def models_for_entry(entry: dict, common: dict) -> list[ServedModel]:
+    """The ServedModels (one per version the version_policy selects) of one scanned repository entry."""
+    settings = {**common, **_settings_from_config(entry["config"])}
+    return [ServedModel(entry["name"], str(version), load_model_source(mpath), origin=str(mpath),
+                        repo_config=entry["config"] or None, **settings) for version, mpath in entry["versions"]]
+
+
+def startup_entries(args) -> list[dict]:
+    """The repository models to load at startup: all of them, except in explicit model control, where only
+    the --load-model ones are (Triton's rule; `*` loads all)."""
+    from dslc.serve import triton
+    mode = getattr(args, "model_control_mode", "none")
+    wanted = getattr(args, "load_model", None) or []
+    if mode != "explicit" or "*" in wanted:
+        return triton.scan_repository(args.repository)
+    root = Path(args.repository)
+    if not root.is_dir():
+        raise triton.ConfigError(f"model repository {root} is not a directory")
+    missing = [n for n in wanted if not (root / n).is_dir()]
+    if missing:
+        raise triton.ConfigError(f"--load-model {missing[0]}: no such model directory in {root}")
+    return [triton.scan_model(root / n) for n in dict.fromkeys(wanted)]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -146,7 +176,8 @@ def _server_class():
 
 
 def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | None, max_body_size: int,
-          banner: str = "") -> int:
+          banner: str = "", control: dict | None = None) -> int:
+    """`control`: ModelControl's options (repository, mode, poll_secs, make_models, fixed)."""
     import uvicorn
     from dslc.serve.metrics import Metrics
 
@@ -168,6 +199,9 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
         log(banner)
     app = ServeApp(models, metrics=Metrics(), api_key=api_key, max_body_size=max_body_size, on_fatal=fatal,
                    banner=listen_line)
+    if control:
+        from dslc.serve.repository import ModelControl
+        app.control = ModelControl(app, **control)
     config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on",   # auto: uvloop, httptools when installed log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
@@ -198,6 +232,20 @@ def main(args) -> int:
     if not 0 <= args.port <= 65535:
         print("dslc serve: --port must be 0..65535", file=sys.stderr)
         return 2
+    from dslc.commands.compile import precision_usage_error
+    if getattr(args, "precision", None) and precision_usage_error(args):
+        print(f"dslc serve: {precision_usage_error(args)}", file=sys.stderr)
+        return 2
+    mode = getattr(args, "model_control_mode", "none")
+    if mode != "none" and not args.repository:
+        print(f"dslc serve: --model-control-mode {mode} needs --repository DIR", file=sys.stderr)
+        return 2
+    if getattr(args, "load_model", None) and mode != "explicit":
+        print("dslc serve: --load-model goes with --model-control-mode explicit", file=sys.stderr)
+        return 2
+    if not getattr(args, "repository_poll_secs", 1) > 0:
+        print("dslc serve: --repository-poll-secs must be > 0", file=sys.stderr)
+        return 2
     try:
         models = gather_models(args)
     except UsageError as e:
@@ -215,5 +263,11 @@ def main(args) -> int:
         print(f"dslc serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               f"address can run the models", file=sys.stderr)
     from dslc.serve.model import default_threads
+    import functools
+    control = None
+    if args.repository:
+        control = dict(repository=args.repository, mode=mode, poll_secs=getattr(args, "repository_poll_secs", 15.0),
+                       make_models=functools.partial(models_for_entry, common=common_settings(args)),
+                       fixed={Path(p).stem for p in args.models})
     return serve(models, host=args.host, port=args.port, api_key=api_key, max_body_size=max_body,
-                 banner=describe(probe, threads=args.threads or default_threads(args.instances)))
+                 banner=describe(probe, threads=args.threads or default_threads(args.instances)), control=control)

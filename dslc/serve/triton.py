@@ -346,29 +346,36 @@ def select_versions(cfg: dict, available: list[tuple[int, Path]]) -> list[tuple[
     return available[-n:]
 
 
+def model_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_model(mdir: Path) -> dict:
+    """{name, config, versions} for one model directory of a repository (ConfigError when it cannot serve)."""
+    cfg_path = mdir / "config.pbtxt"
+    cfg = read_config(cfg_path) if cfg_path.is_file() else {}
+    name = cfg.get("name") or mdir.name
+    if name != mdir.name:
+        raise ConfigError(f"{cfg_path}: name '{name}' does not match its directory '{mdir.name}'")
+    platform, backend = cfg.get("platform"), cfg.get("backend")
+    if (platform and platform != PLATFORM) or (backend and backend != BACKEND):
+        raise ConfigError(f"{mdir.name}: platform '{platform or backend}' is not supported; dslc serve runs "
+                          f"'{PLATFORM}' models only")
+    filename = cfg.get("default_model_filename") or DEFAULT_FILENAME
+    available = _version_dirs(mdir, filename)
+    versions = select_versions(cfg, available)
+    if not versions:
+        raise ConfigError(f"{mdir}: no version directory holding {filename} "
+                          f"(expected e.g. {mdir / '1' / filename})")
+    return {"name": name, "config": cfg, "versions": versions}
+
+
 def scan_repository(repository) -> list[dict]:
     """[{name, config (dict, {} when no config.pbtxt), versions: [(int, model path)]}] for each model directory."""
     root = Path(repository)
     if not root.is_dir():
         raise ConfigError(f"model repository {root} is not a directory")
-    models = []
-    for mdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        cfg_path = mdir / "config.pbtxt"
-        cfg = read_config(cfg_path) if cfg_path.is_file() else {}
-        name = cfg.get("name") or mdir.name
-        if name != mdir.name:
-            raise ConfigError(f"{cfg_path}: name '{name}' does not match its directory '{mdir.name}'")
-        platform, backend = cfg.get("platform"), cfg.get("backend")
-        if (platform and platform != PLATFORM) or (backend and backend != BACKEND):
-            raise ConfigError(f"{mdir.name}: platform '{platform or backend}' is not supported; dslc serve runs "
-                              f"'{PLATFORM}' models only")
-        filename = cfg.get("default_model_filename") or DEFAULT_FILENAME
-        available = _version_dirs(mdir, filename)
-        versions = select_versions(cfg, available)
-        if not versions:
-            raise ConfigError(f"{mdir}: no version directory holding {filename} "
-                              f"(expected e.g. {mdir / '1' / filename})")
-        models.append({"name": name, "config": cfg, "versions": versions})
+    models = [scan_model(mdir) for mdir in model_dirs(root)]
     if not models:
         raise ConfigError(f"model repository {root} holds no model directories")
     return models
