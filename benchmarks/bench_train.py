@@ -1,6 +1,6 @@
 """Training speed: dslc's numpy executor vs PyTorch (CPU), same models, data, batch size, optimiser and threads.
 
-    python benchmarks/bench_train.py [--epochs 3] [--threads 2] [--models mlp,lenet5] [--json out.json]
+    python benchmarks/bench_train.py [--epochs 3] [--threads 2] [--models mlp,lenet5,resnet18_32,vgg11_32] [--json F]
 
 Models: the 784-256-10 MLP (networks/mlp_mnist.net) and LeNet-5 (networks/lenet5.net); batch 64, Adam 1e-3,
 8,000 training samples (the first 8,000 MNIST t10k images when $DSLC_DATA_DIR/mnist has them, random images of
@@ -29,24 +29,47 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"mlp": "mlp_mnist.net", "lenet5": "lenet5.net"}
 N_TRAIN, BATCH, LR = 8000, 64, 1e-3
 
 
-def _data():
-    """(x [8000, 1, 28, 28] float32 in [0, 1], y [8000] int64, source description)."""
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark model: its .net file, the training settings both frameworks use, its data."""
+    path: str
+    batch: int = BATCH
+    optimizer: str = "adam"
+    lr: float = LR
+    momentum: float = 0.0
+    n_train: int = N_TRAIN
+    image: tuple = (1, 28, 28)   # MNIST; other shapes train on seeded random images (CIFAR is not here)
+
+
+MODELS = {
+    "mlp": Bench("networks/mlp_mnist.net"),
+    "lenet5": Bench("networks/lenet5.net"),
+    # convnets at 32x32: batch 32, SGD momentum; 16 steps an epoch keep a round under a minute
+    "resnet18_32": Bench("benchmarks/nets/resnet18_32.net", 32, "sgd", 0.01, 0.9, 512, (3, 32, 32)),
+    "vgg11_32": Bench("benchmarks/nets/vgg11_32.net", 32, "sgd", 0.01, 0.9, 512, (3, 32, 32)),
+}
+
+
+def _data(b: Bench):
+    """(x [n, *image] float32 in [0, 1], y [n] int64, source description)."""
     import numpy as np
-    try:
-        from dslc.train.data import DataError, mnist
-        ds = mnist(train=N_TRAIN)
-        return ds.train.xs[0].reshape(-1, 1, 28, 28), ds.train.ys[0], "MNIST t10k[:8000]"
-    except (DataError, ImportError):
-        rng = np.random.default_rng(0)
-        return (rng.random((N_TRAIN, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, N_TRAIN),
-                "random images (MNIST not found)")
+    if b.image == (1, 28, 28):
+        try:
+            from dslc.train.data import DataError, mnist
+            ds = mnist(train=b.n_train)
+            return ds.train.xs[0].reshape(-1, 1, 28, 28), ds.train.ys[0], f"MNIST t10k[:{b.n_train}]"
+        except (DataError, ImportError):
+            pass
+    rng = np.random.default_rng(0)
+    return (rng.random((b.n_train,) + b.image, dtype=np.float32), rng.integers(0, 10, b.n_train),
+            f"random {'x'.join(map(str, b.image))} images")
 
 
 def _peak_mb() -> float:
@@ -58,10 +81,12 @@ def worker_dslc(model: str, epochs: int) -> dict:
     import dslc
     from dslc.train import data as D
     from dslc.train.loop import Settings, run_training
-    x, y, src = _data()
-    g = dslc.load(str(ROOT / "networks" / MODELS[model])).graph
+    b = MODELS[model]
+    x, y, src = _data(b)
+    g = dslc.load(str(ROOT / b.path)).graph
     ds = D.Dataset("bench", D.Split([x], [y]), task="classification", num_classes=10)
-    s = Settings.resolve(g, data="bench", epochs=epochs + 1, batch_size=BATCH, lr=LR, optimizer="adam", seed=0)
+    s = Settings.resolve(g, data="bench", epochs=epochs + 1, batch_size=b.batch, seed=0)
+    s.optimizer = {"name": b.optimizer, "lr": b.lr} | ({"momentum": b.momentum} if b.optimizer == "sgd" else {})
     cpu = []
     last = [time.process_time()]
 
@@ -80,24 +105,24 @@ def worker_torch(model: str, epochs: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nn = torch.nn
-    x, y, src = _data()
+    b = MODELS[model]
+    x, y, src = _data(b)
     X, Y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    if model == "mlp":
-        m = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    m = torch_model(model, nn)
+    if b.optimizer == "sgd":
+        opt = torch.optim.SGD(m.parameters(), lr=b.lr, momentum=b.momentum)
     else:
-        m = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                          nn.Linear(84, 10))
-    opt = torch.optim.Adam(m.parameters(), lr=LR)
+        opt = torch.optim.Adam(m.parameters(), lr=b.lr)
+    m.train()
     loss_fn = nn.CrossEntropyLoss()
     times, cpu = [], []
     for _e in range(epochs + 1):
         t = time.perf_counter()
         c = time.process_time()
-        perm = torch.randperm(N_TRAIN)
+        perm = torch.randperm(b.n_train)
         total, correct = 0.0, 0
-        for i in range(0, N_TRAIN, BATCH):
-            idx = perm[i:i + BATCH]
+        for i in range(0, b.n_train, b.batch):
+            idx = perm[i:i + b.batch]
             xb, yb = X[idx], Y[idx]
             opt.zero_grad()
             out = m(xb)
@@ -108,8 +133,49 @@ def worker_torch(model: str, epochs: int, threads: int) -> dict:
             correct += int((out.argmax(1) == yb).sum())
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
-    return {"times": times[1:], "cpu": cpu[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": total / N_TRAIN,
+    return {"times": times[1:], "cpu": cpu[1:], "peak_mb": _peak_mb(), "data": src, "final_loss": total / b.n_train,
             "torch": torch.__version__}
+
+
+def torch_model(model: str, nn):
+    """The same architectures written in plain torch.nn (PyTorch's defaults: batchnorm momentum 0.1, eps 1e-5)."""
+    if model == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    if model == "lenet5":
+        return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
+                             nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+    def conv_bn(cin, cout, stride=1):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+
+    if model == "vgg11_32":
+        layers, cin = [], 3
+        for c in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+            if c == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += conv_bn(cin, c) + [nn.ReLU()]
+                cin = c
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(512, 10))
+
+    class Basic(nn.Module):
+        def __init__(self, cin, c, stride):
+            super().__init__()
+            self.body = nn.Sequential(*conv_bn(cin, c, stride), nn.ReLU(), *conv_bn(c, c))
+            self.short = (nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+                          if stride != 1 or cin != c else nn.Identity())
+
+        def forward(self, x):
+            return (self.body(x) + self.short(x)).relu()
+
+    blocks, cin = [], 64
+    for i, c in enumerate((64, 128, 256, 512)):
+        for j in range(2):
+            blocks.append(Basic(cin, c, 2 if i and not j else 1))
+            cin = c
+    return nn.Sequential(*conv_bn(3, 64), nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(512, 10))
 
 
 def _env(threads: int) -> dict:
@@ -146,8 +212,9 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
     load = os.getloadavg()[0]
-    print(f"threads {a.threads}, batch {BATCH}, Adam {LR:g}, {N_TRAIN} samples/epoch, {a.epochs} timed epochs, "
-          f"{a.rounds} alternating round(s); load average {load:.2f}"
+    print(f"threads {a.threads}, {a.epochs} timed epochs, {a.rounds} alternating round(s); load average {load:.2f}; "
+          + "; ".join(f"{m}: batch {MODELS[m].batch}, {MODELS[m].optimizer} {MODELS[m].lr:g}, {MODELS[m].n_train} "
+                      f"samples/epoch" for m in a.models.split(","))
           + ("  (busy machine: timings are noisy)" if load > 0.5 else ""))
     rows = []
     for model in a.models.split(","):
@@ -175,11 +242,11 @@ def main(argv=None) -> int:
                      "dslc_peak_mb": max(dmem), "torch_peak_mb": max(tmem), "data": d["data"],
                      "torch": t.get("torch"), "dslc_final_loss": d["final_loss"], "torch_final_loss": t["final_loss"]})
     print(f"data: {rows[0]['data']}; torch {rows[0]['torch']}; load average now {os.getloadavg()[0]:.2f}")
-    print(f"{'model':<8} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'best/best':>10} "
+    print(f"{'model':<12} {'dslc s/epoch':>13} {'torch s/epoch':>14} {'ratio':>7} {'best/best':>10} "
           f"{'CPU-time ratio':>15} "
           f"{'dslc peak MB':>13} {'torch peak MB':>14}  wall ratios per round")
     for r in rows:
-        print(f"{r['model']:<8} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
+        print(f"{r['model']:<12} {r['dslc_s_per_epoch']:>13.3f} {r['torch_s_per_epoch']:>14.3f} {r['ratio']:>7.2f} "
               f"{r['best_ratio']:>10.2f} "
               f"{r['cpu_ratio']:>15.2f} {r['dslc_peak_mb']:>13.0f} {r['torch_peak_mb']:>14.0f}  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))

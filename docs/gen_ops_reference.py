@@ -57,6 +57,12 @@ TRAIN_NOTES = {
              "the t10k files are present",
     "npz": "arrays `x` / `y` (or `x_train`, `y_train`, `x_test`, `y_test`) of an `.npz` file; needs `path`",
     "csv": "a numeric CSV file (optional header row); column `target` (index or name) is the label; needs `path`",
+    "adding": "the adding problem: `length` steps of (value, marker); the target is the sum of the two marked "
+              "values (predicting the mean scores 1/6)",
+    "copy": "the copy task: `symbols` tokens, `delay` blanks, a go marker, then the tokens to repeat (one-hot "
+            "inputs, class-id targets per step)",
+    "text": "character-level next-token windows of `seq_len` from a UTF-8 file (default: the corpus shipped with "
+            "dslc, its own documentation)",
 }
 KEY_TEXT = {
     "optimizer": "an optimiser call", "schedule": "a schedule call", "data": "a data call",

@@ -17,7 +17,7 @@ REFERENCE = re.compile(r"Reference parameter count:\s*([\d,]+)")
 EXPECTED = {
     "perceptron", "softmax_regression", "mlp_rosenbrock", "mlp_classifier", "mlp_mnist", "resmlp", "lenet5",
     "allconv_mnist", "alexnet", "vgg16", "resnet18", "resnet50", "unet", "vit", "vit_b16", "mlp_mixer",
-    "mlp_mixer_b16", "transunet",
+    "mlp_mixer_b16", "transunet", "googlenet", "densenet121", "resnext50_32x4d", "wide_resnet50_2", "nin", "highway",
 }
 
 

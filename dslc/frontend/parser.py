@@ -2,29 +2,14 @@
 from __future__ import annotations
 
 import ast as pyast
-from functools import lru_cache
-from pathlib import Path
 
-from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
+from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedInput, VisitError
 
 from dslc.diagnostics import Span, UserError
 from dslc.frontend import ast as A
 from dslc.frontend import syntax
-
-
-def grammar_text() -> str:
-    """The grammar ships inside the wheel as the package `dslc.grammars`; in a checkout it is grammars/."""
-    try:
-        from importlib.resources import files
-        return files("dslc.grammars").joinpath("dslc.lark").read_text()
-    except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parents[2] / "grammars" / "dslc.lark").read_text()
-
-
-@lru_cache(maxsize=1)
-def _parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+from dslc.frontend.grammar import grammar_text, lark_parser  # noqa: F401 (grammar_text: public)
 
 
 class SyntaxErrors(UserError):
@@ -243,9 +228,9 @@ def _unquote(tok) -> str:
 def parse(text: str, file: str) -> A.Module:
     """Parse one file; raises SyntaxErrors (a UserError: every syntax error found, in plain words)."""
     try:
-        tree = _parser().parse(text)
+        tree = lark_parser().parse(text)
     except UnexpectedInput as e:
-        raise SyntaxErrors(syntax.parse_errors(_parser().parse, e, text, file)) from None
+        raise SyntaxErrors(syntax.parse_errors(lark_parser().parse, e, text, file)) from None
     try:
         module = ToAst(file).transform(tree)
     except VisitError as e:  # lark wraps transformer errors

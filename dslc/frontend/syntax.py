@@ -16,6 +16,7 @@ from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from dslc.diagnostics import Diagnostic, Span
+from dslc.frontend.grammar import lark_parser
 
 MAX_ERRORS = 10
 
@@ -116,9 +117,8 @@ _ORDER = ["RPAR", "RSQB", "RBRACE", "COMMA", "EQUAL", "COLON", "LBRACE", "LPAR",
 
 
 def _literal(term: str) -> str | None:
-    from dslc.frontend.parser import _parser
     try:
-        pattern = _parser().get_terminal(term).pattern
+        pattern = lark_parser().get_terminal(term).pattern
     except (KeyError, AttributeError):
         return None
     return pattern.value if pattern.type == "str" else None

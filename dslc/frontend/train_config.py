@@ -5,6 +5,7 @@ from typing import Any
 
 from dslc.diagnostics import Diagnostics, Span, UserError, did_you_mean
 from dslc.frontend.ast import NONE
+from dslc.frontend.values import describe
 
 # function -> (kind, ordered parameters with defaults). A default of None means optional, absent.
 TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -24,6 +25,9 @@ TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist": ("data", {"dir": None, "train": 8000}),
     "npz": ("data", {"path": None}),
     "csv": ("data", {"path": None, "target": -1}),
+    "adding": ("data", {"n": 2000, "length": 50, "seed": 0}),
+    "copy": ("data", {"n": 2000, "symbols": 10, "delay": 20, "seed": 0}),
+    "text": ("data", {"path": None, "seq_len": 64, "stride": None}),
 }
 
 KEYS: dict[str, str] = {
@@ -127,7 +131,6 @@ class TrainConfig:
 
 def _show(value) -> str:
     """A compile-time value as the user wrote it: "text", true, 0.1, [1, 2], adam(...), a tensor f32[N, 3]."""
-    from dslc.frontend.elaborate import describe
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):

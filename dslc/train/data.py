@@ -20,6 +20,7 @@ Sources (the names of a `.net` file's `data = ...` and of `dslc train --data SPE
                              read with allow_pickle=False
     csv(path, target=-1)     numeric CSV, optional header row; `target` = the label column (index or name),
                              the other columns are the features
+    adding, copy, text       sequence data: dslc/train/sequence_data.py
 
 Generated sets also hold a test split of n // 4 samples drawn from an independent stream of the same seed.
 `fit_to_graph` checks a dataset against the network before training starts (sample shape, dtype, number of
@@ -347,6 +348,9 @@ def csv(path: str | os.PathLike, target: int | str = -1) -> Dataset:
 # ---------------------------------------------------------------------------------------- specs
 SOURCES = {"linear2d": linear2d, "nonseparable2d": nonseparable2d, "rosenbrock": rosenbrock,
            "sinxsiny": sinxsiny, "mnist": mnist, "npz": npz, "csv": csv}
+from dslc.train import sequence_data as _seq  # noqa: E402  (it builds on the classes above)
+
+SOURCES.update(adding=_seq.adding, copy=_seq.copy, text=_seq.text)
 
 
 def _parse_value(v: str):
