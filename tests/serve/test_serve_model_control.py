@@ -177,6 +177,10 @@ def test_explicit_load_errors_are_400_and_the_server_keeps_serving(explicit):
         c.load_model("broken")
     index = {e["name"]: e for e in c.get_model_repository_index()}
     assert index["broken"]["state"] == "UNAVAILABLE" and "onnxruntime" in index["broken"]["reason"]
+    with pytest.raises(InferenceServerException, match="failed to unload 'nosuch'"):
+        c.unload_model("nosuch")
+    with pytest.raises(InferenceServerException, match="must be a JSON model configuration"):
+        c.load_model("lenet", config="[1, 2]")
     with pytest.raises(InferenceServerException, match="not supported"):
         c.load_model("lenet", files={"file:1/model.onnx": b"x"}, config="{}")
     import urllib.request
