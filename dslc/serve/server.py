@@ -203,7 +203,8 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
     if control:
         from dslc.serve.repository import ModelControl
         app.control = ModelControl(app, **control)
-    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on",   # auto: uvloop, httptools when installed log_level="warning", access_log=False,
+    # loop/http "auto": uvloop and httptools when installed
+    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)
