@@ -163,3 +163,14 @@ def test_fp16_io_makes_fp16_inputs_and_outputs(trained, capsys):
     assert s.run(None, {"x": x})[0].dtype == np.float16
     assert main(["compile", str(LENET), "--precision", "int8", "--fp16-io", "-o", str(out)]) == 2
     assert "--fp16-io goes with --precision fp16" in capsys.readouterr().err
+
+
+def test_reduced_precision_compiles_never_import_torch(tmp_path):
+    import subprocess
+    import sys
+    code = (f"import sys; from dslc.cli import main; "
+            f"assert main(['compile', {str(LENET)!r}, '--precision', 'int8', '-q', '-o', {str(tmp_path / 'a.onnx')!r}]) == 0; "
+            f"assert main(['compile', {str(LENET)!r}, '--precision', 'fp16', '-q', '-o', {str(tmp_path / 'b.onnx')!r}]) == 0; "
+            f"assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
