@@ -111,15 +111,18 @@ def models_for_entry(entry: dict, common: dict) -> list[ServedModel]:
 
 def startup_entries(args) -> list[dict]:
     """The repository models to load at startup: all of them, except in explicit model control, where only
-    the --load-model ones are (Triton's rule; `*` loads all)."""
+    the --load-model ones are (Triton's rule; `*` loads all).  With model control a repository may start
+    empty (models are loaded, or polled, into it later)."""
     from dslc.serve import triton
     mode = getattr(args, "model_control_mode", "none")
     wanted = getattr(args, "load_model", None) or []
-    if mode != "explicit" or "*" in wanted:
+    if mode == "none":
         return triton.scan_repository(args.repository)
     root = Path(args.repository)
     if not root.is_dir():
         raise triton.ConfigError(f"model repository {root} is not a directory")
+    if mode == "poll" or "*" in wanted:
+        return [triton.scan_model(d) for d in triton.model_dirs(root)]
     missing = [n for n in wanted if not (root / n).is_dir()]
     if missing:
         raise triton.ConfigError(f"--load-model {missing[0]}: no such model directory in {root}")

@@ -107,11 +107,13 @@ def test_poll_reloads_a_changed_model_under_load_losing_no_request(tmp_path):
 def test_poll_loads_new_and_unloads_removed_models(tmp_path):
     import shutil
     repo = tmp_path / "repo"
-    _write_model(repo, "a", 1, seed=0)
+    repo.mkdir()            # poll mode may start from an empty repository
     srv = ServerProcess(["--repository", str(repo), "--model-control-mode", "poll", "--repository-poll-secs", "0.1"])
     try:
         srv.wait_ready()
         c = httpclient.InferenceServerClient(srv.host_port)
+        _write_model(repo, "a", 1, seed=0)
+        _wait(lambda: c.is_model_ready("a"), what="model a to load")
         _write_model(repo, "b", 1, seed=1)
         _wait(lambda: c.is_model_ready("b"), what="model b to load")
         np.testing.assert_allclose(_infer(c, "b", lenet_input(1)), _reference(1, lenet_input(1)), atol=1e-5)
