@@ -412,7 +412,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
     params = {k: exe.weights[k] for k in exe.trainable}
     if not params:
         raise TrainError(f"network `{g.graph.get('name')}` has no trainable weights")
-    opt = make_optimizer(s.optimizer, params)
+    opt = make_optimizer(s.optimizer, params, paired=exe.paired_updates())
     full_batch = getattr(opt, "full_batch", False)
     if full_batch:
         opt.check_graph(g)
