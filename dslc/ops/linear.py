@@ -69,6 +69,10 @@ def linear_lower(ctx, node):
     ctx.emit("Add", [ctx.emit("MatMul", [x, wt]), ctx.weight(node, "bias")], ctx.out(node))
 
 
+def linear_torch(e):
+    return f"F.linear({e.x()}, {e.w('weight')}, {e.w('bias') if e.a['bias'] else None})"
+
+
 LINEAR = register(Op(
     name="linear", inputs=("x",), infer=_linear_infer, prepare=_linear_prepare, weights=_linear_weights,
     macs=_linear_macs, short="fc",
@@ -79,7 +83,7 @@ LINEAR = register(Op(
         Case((TensorType(("N", 8)),), {"out": 3, "bias": False}, "symbolic batch, no bias"),
         Case((TensorType((2, 3, 8)),), {"out": 5}, "applied over the last dim of a rank-3 input"),
     ],
-    lower=linear_lower, forward=linear_forward, vjp=linear_vjp,
+    lower=linear_lower, forward=linear_forward, vjp=linear_vjp, torch=linear_torch,
 ))
 
 
@@ -139,6 +143,10 @@ def matmul_lower(ctx, node):
     ctx.emit("MatMul", ctx.inputs(node), ctx.out(node))
 
 
+def matmul_torch(e):
+    return f"torch.matmul({e.x(0)}, {e.x(1)})"
+
+
 MATMUL = register(Op(
     name="matmul", inputs=("a", "b"), infer=_matmul_infer, macs=_matmul_macs,
     doc="numpy matmul: [..., M, K] @ [..., K, P] -> [..., M, P], batch dims broadcast; rank-1 operands "
@@ -150,5 +158,5 @@ MATMUL = register(Op(
         Case((TensorType(("N", 3, 4)), TensorType(("N", 4, 3))), note="symbolic batch"),
         Case((TensorType((4,)), TensorType((4, 3))), note="vector @ matrix"),
     ],
-    lower=matmul_lower, forward=matmul_forward, vjp=matmul_vjp,
+    lower=matmul_lower, forward=matmul_forward, vjp=matmul_vjp, torch=matmul_torch,
 ))
