@@ -171,8 +171,9 @@ def conv_torch(e):
     else:
         x, padding = f"{e.helper('pad')}({x}, {tuple(pads)})", (0,) * nsp
     bias = e.w("bias") if a["bias"] else None
-    return (f"F.conv{nsp}d({x}, {e.w('weight')}, {bias}, stride={a['stride']}, padding={padding}, "
-            f"dilation={a['dilation']}, groups={a['groups']})")
+    extra = (f", dilation={a['dilation']}" if any(d != 1 for d in a["dilation"]) else "") + \
+        (f", groups={a['groups']}" if a["groups"] != 1 else "")
+    return f"F.conv{nsp}d({x}, {e.w('weight')}, {bias}, stride={a['stride']}, padding={padding}{extra})"
 
 
 CONV1D = register(Op(

@@ -169,8 +169,10 @@ MAXPOOL = register(Op(
 def avgpool_torch(e):
     a, nsp = e.a, len(e.a["kernel"])
     x, padding = _pool_args(e, "0.0")
-    if x != e.x() and not a["count_include_pad"]:
-        raise ValueError("avgpool with asymmetric pads excluded from the count has no PyTorch lowering")
+    if x != e.x() and not a["count_include_pad"]:   # pads outside the count: the mean of the valid cells only
+        ones = x.replace(e.x(), f"torch.ones_like({e.x()}[:1, :1])", 1)
+        pool = f"F.avg_pool{nsp}d({{}}, {a['kernel']}, {a['stride']}, 0, ceil_mode={a['ceil_mode']})"
+        return f"({pool.format(x)} / {pool.format(ones)})"
     return (f"F.avg_pool{nsp}d({x}, {a['kernel']}, {a['stride']}, {padding}, ceil_mode={a['ceil_mode']}, "
             f"count_include_pad={a['count_include_pad']})")
 

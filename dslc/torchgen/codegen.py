@@ -75,11 +75,7 @@ class Generator:
         self.names: dict[tuple[str, int], str] = {}
         self.taken = {"self", "torch", "nn", "F", "out"}
         self.helpers: set[str] = {"params"}
-        src = g.graph.get("source")
-        try:
-            self.lines = Path(src).read_text().splitlines() if src else []
-        except (OSError, UnicodeDecodeError):
-            self.lines = []
+        self._files: dict[str, list[str]] = {}
 
     def fresh(self, base: str) -> str:
         name = re.sub(r"\W", "_", base)
@@ -125,8 +121,18 @@ class Generator:
         span = self.g.nodes[n].get("span")
         if span is None or not getattr(span, "line", None):
             return None
-        text = self.lines[span.line - 1].strip() if 0 < span.line <= len(self.lines) else ""
+        lines = self.source_lines(span.file)
+        text = lines[span.line - 1].strip() if 0 < span.line <= len(lines) else ""
         return f"# {Path(span.file).name if span.file else ''}:{span.line}: {text}".rstrip()
+
+    def source_lines(self, file: str | None) -> list[str]:
+        """The lines of the .net file a span points into (a block's own file for imported blocks)."""
+        if file not in self._files:
+            try:
+                self._files[file] = Path(file).read_text().splitlines() if file else []
+            except (OSError, UnicodeDecodeError):
+                self._files[file] = []
+        return self._files[file]
 
     def body(self, nodes: list[str], indent: str) -> list[str]:
         lines, last = [], None
