@@ -83,7 +83,7 @@ def format_source(text: str, path: str = "<stdin>") -> str:
         tree2, comments2 = parse_with_comments(out)
     except UnexpectedInput as e:
         raise AssertionError(f"dslc fmt printed text that does not parse ({e}); this is a bug in dslc fmt") from None
-    if not same_tree(tree, tree2) or len(comments2) != len(comments):
+    if not same_tree(tree, tree2) or sorted(map(str.rstrip, comments2)) != sorted(map(str.rstrip, comments)):
         raise AssertionError(f"dslc fmt would change the meaning of {path}; this is a bug in dslc fmt")
     return out
 
@@ -274,9 +274,15 @@ class Printer:
     def blank_between(self, a: int, b: int) -> bool:
         return any(not self.src_lines[i - 1].strip() for i in range(a + 1, b) if 0 < i <= len(self.src_lines))
 
-    def emit(self, line: str, trailing: list[Token] = ()) -> None:
+    def emit(self, line: str, trailing: list[Token] = (), hoist: str | None = None) -> None:
+        """One output line and its end-of-line comment. Where several comments fall on one printed line (a
+        statement joined from several source lines), all but the last go on their own lines just above it,
+        indented as the line (or as `hoist`: where a reformat would put them)."""
         if trailing:
-            line = f"{line}  " + " ".join(str(t).rstrip() for t in trailing)
+            *above, last = [str(t).rstrip() for t in trailing]
+            indent = line[: len(line) - len(line.lstrip())] if hoist is None else hoist
+            self.out.extend(indent + c for c in above)
+            line = f"{line}  {last}"
         self.out.append(line.rstrip())
 
     def leading(self, line: int, indent: str, body_start: bool) -> None:
@@ -331,7 +337,7 @@ class Printer:
             ps = params.children if params is not None else []
             one = f"{word} {name}(" + ", ".join(param_text(p) for p in ps) + ") {"
             if ps and (len(one) > WIDTH or self.has_comments_before(body.meta.line)):
-                self.emit(f"{word} {name}(", self.take_through(first_line(ps[0]) - 1))
+                self.emit(f"{word} {name}(", self.take_through(min(first_line(ps[0]) - 1, name.line)))
                 entries = [Entry(INDENT, param_text(p) + ",", first_line(p), last_line(p)) for p in ps]
                 self.broken(entries, body.meta.line)
                 self.header(") {", body)
@@ -345,16 +351,17 @@ class Printer:
         stmts = [s for s in body.children if isinstance(s, Tree) and s.children]
         open_line = body.meta.line
         own = open_line if not stmts or first_line(stmts[0]) > open_line else open_line - 1
+        hoist = None
         if join:
-            text = self.out.pop() + " " + text
-        self.emit(text, self.take_through(own))
+            text, hoist = self.out.pop() + " " + text, inner  # `} else {`: comments above it are in the body
+        self.emit(text, self.take_through(own), hoist)
         self.last = open_line
         self.body(body, stmts, inner)
 
     def close(self, body: Tree, indent: str, then: bool = False) -> None:
         """The `}` of `body`; with `then`, an `elif`/`else` header follows on the same line (and takes the
         comments of that line)."""
-        self.emit(f"{indent}}}", () if then else self.take_through(body.meta.end_line))
+        self.emit(f"{indent}}}", () if then else self.take_through(body.meta.end_line), indent + INDENT)
         self.last = body.meta.end_line
 
     def body(self, body: Tree, stmts: list, indent: str) -> None:
@@ -379,8 +386,10 @@ class Printer:
             prefix, values = "return ", c
         one = indent + prefix + ", ".join(expr(v) for v in values)
         value = values[0]
+        # broken when too wide, or when a comment sits before the last stage's line (comments from there on
+        # fit at the end of one line in both layouts, so this choice is the same when formatting again)
         if len(values) == 1 and isinstance(value, Tree) and value.data == "pipeline" and (
-                len(one) > WIDTH or self.has_comments_before(last_line(s))):
+                len(one) > WIDTH or self.has_comments_before(first_line(chain(value)[-1]))):
             return self.pipeline(indent, prefix, value, last_line(s))
         self.emit(one, self.take_through(last_line(s)))
 
@@ -413,7 +422,8 @@ class Printer:
         if st.data != "repeat" or len(text) <= WIDTH:
             return [Entry(indent, lead + stage(st), first_line(st), last_line(st))]
         inner = st.children[2:]
-        out = [Entry(indent, lead + repeat_head(st) + " {", first_line(st), first_line(inner[0]) - 1)]
+        head_end = st.children[1].line if st.children[1] is not None else last_line(st.children[0])
+        out = [Entry(indent, lead + repeat_head(st) + " {", first_line(st), head_end)]
         for k, s in enumerate(inner):
             out.extend(self.stage_entries(s, indent + INDENT, "|> " if k else ""))
         out[-1].closers.append(indent + "}")
