@@ -29,6 +29,22 @@ def parse_size(text: str) -> int:
     return int(n)
 
 
+def resolve_grpc_port(text, http_port: int) -> int | None:
+    """--grpc-port: a port, 'off' (None), or unset: 8001 beside the default HTTP port, a free one (0) when
+    --port 0 asks for free ports."""
+    if text is None:
+        return 0 if http_port == 0 else 8001
+    if str(text).strip().lower() == "off":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"not a port: {text!r} (a number 0..65535, or off)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("must be 0..65535 (or off)")
+    return port
+
+
 class UsageError(Exception):
     pass
 
@@ -176,8 +192,9 @@ def _server_class():
 
 
 def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | None, max_body_size: int,
-          banner: str = "", control: dict | None = None) -> int:
-    """`control`: ModelControl's options (repository, mode, poll_secs, make_models, fixed)."""
+          banner: str = "", control: dict | None = None, grpc_port: int | None = None) -> int:
+    """`control`: ModelControl's options (repository, mode, poll_secs, make_models, fixed).  `grpc_port`: also
+    serve the gRPC API there (None: HTTP only)."""
     import uvicorn
     from dslc.serve.metrics import Metrics
 
@@ -202,7 +219,11 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
     if control:
         from dslc.serve.repository import ModelControl
         app.control = ModelControl(app, **control)
-    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on",   # auto: uvloop, httptools when installed log_level="warning", access_log=False,
+    if grpc_port is not None:
+        from dslc.serve.grpc_server import GrpcService
+        app.services.append(GrpcService(host, grpc_port, max_body_size, on_listening=log))
+    # loop/http auto: uvloop and httptools when installed
+    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)
@@ -231,6 +252,11 @@ def main(args) -> int:
         return 2
     if not 0 <= args.port <= 65535:
         print("dslc serve: --port must be 0..65535", file=sys.stderr)
+        return 2
+    try:
+        grpc_port = resolve_grpc_port(getattr(args, "grpc_port", "off"), args.port)
+    except ValueError as e:
+        print(f"dslc serve: --grpc-port: {e}", file=sys.stderr)
         return 2
     from dslc.commands.compile import precision_usage_error
     if getattr(args, "precision", None) and precision_usage_error(args):
@@ -270,4 +296,5 @@ def main(args) -> int:
                        make_models=functools.partial(models_for_entry, common=common_settings(args)),
                        fixed={Path(p).stem for p in args.models})
     return serve(models, host=args.host, port=args.port, api_key=api_key, max_body_size=max_body,
-                 banner=describe(probe, threads=args.threads or default_threads(args.instances)), control=control)
+                 banner=describe(probe, threads=args.threads or default_threads(args.instances)), control=control,
+                 grpc_port=grpc_port)
