@@ -171,8 +171,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 class GrpcService:
     """The gRPC server as one of ServeApp.services: bound and started with the app, stopped (gracefully) with it."""
 
-    def __init__(self, host: str, port: int, max_message_size: int, on_listening=None):
+    def __init__(self, host: str, port: int, max_message_size: int, on_listening=None, reuse_port: bool = False):
         self.host = host
+        self.reuse_port = reuse_port
         self.port = port
         self.max_message_size = max_message_size
         self.on_listening = on_listening
@@ -182,7 +183,8 @@ class GrpcService:
     async def start(self, app) -> None:
         options = [("grpc.max_receive_message_length", self.max_message_size),
                    ("grpc.max_send_message_length", -1),
-                   ("grpc.so_reuseport", 1)]   # --workers: each process binds the same port
+                   # only --workers processes share the port: otherwise a second server on it is an error
+                   ("grpc.so_reuseport", 1 if self.reuse_port else 0)]
         self.server = grpc.aio.server(options=options)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), self.server)
         host = f"[{self.host}]" if ":" in self.host else self.host
