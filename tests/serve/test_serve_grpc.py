@@ -8,10 +8,12 @@ here: they register the same .proto file names in protobuf's default pool as tri
 from __future__ import annotations
 
 import json
+import re
 import queue
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +315,45 @@ def test_checked_in_stubs_are_generated_from_the_proto(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(REPO / "dslc" / "serve" / "grpc_stubs"),
                         str(tmp_path / "s.pb")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def _perf_analyzer_env():
+    """perf_analyzer (pip install perf-analyzer) with what its binary links against: libcudart from the
+    nvidia-cuda-runtime-cu12 wheel (even for CPU-only use) and libb64 (apt-get install libb64-0d).  None, with
+    the reason, when it cannot start here."""
+    import os
+    import shutil
+    exe = shutil.which("perf_analyzer") or shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
+    if exe is None:
+        return None, "perf_analyzer not installed (pip install perf-analyzer)"
+    env = dict(os.environ)
+    try:
+        import nvidia.cuda_runtime
+        lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+        env["LD_LIBRARY_PATH"] = f"{lib}:{env.get('LD_LIBRARY_PATH', '')}"
+    except ImportError:
+        pass
+    probe = subprocess.run([exe, "--version"], capture_output=True, text=True, env=env, timeout=30)
+    if "error while loading shared libraries" in probe.stderr:
+        return None, f"perf_analyzer cannot start: {probe.stderr.strip()}"
+    return (exe, env), ""
+
+
+def test_perf_analyzer_over_grpc(gserver, client):
+    """perf_analyzer over gRPC (`-i grpc`; this build's default is HTTP) measures the server: it reads the model
+    metadata and config, sends random inputs at concurrency 2 and reads the server's statistics."""
+    found, why = _perf_analyzer_env()
+    if found is None:
+        pytest.skip(why)
+    exe, env = found
+    before = int(client.get_inference_statistics("lenet", as_json=True)["model_stats"][0]
+                 ["inference_stats"]["success"].get("count", 0))
+    r = subprocess.run([exe, "-m", "lenet", "-i", "grpc", "-u", gserver.grpc_target, "--concurrency-range", "2",
+                        "--measurement-interval", "500", "--max-trials", "4", "--stability-percentage", "100"],
+                       capture_output=True, text=True, env=env, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"Throughput: ([\d.]+) infer/sec", r.stdout)
+    assert m and float(m.group(1)) > 0, r.stdout
+    after = int(client.get_inference_statistics("lenet", as_json=True)["model_stats"][0]
+                ["inference_stats"]["success"]["count"])
+    assert after > before
