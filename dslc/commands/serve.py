@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_precision_arguments(p)   # for .net models: compiled at this precision
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--grpc-port", default=None, metavar="PORT",
+                   help="also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService, as "
+                        "Triton/KServe) on this port (default 8001; with --port 0 a free one; 'off': HTTP only)")
+    p.add_argument("--workers", default="1", metavar="N|auto",
+                   help="server processes sharing the ports, each with its own onnxruntime sessions and batchers "
+                        "(default 1; auto: one per core, at most 8); /metrics sums all of them")
     p.add_argument("--max-batch-size", type=int, default=32, metavar="N",
                    help="largest batch (rows along dim 0) per execution and per request (default 32); "
                         "1 turns dynamic batching off; 0 serves the model's full shapes without a batch dim")

@@ -62,6 +62,7 @@ class ServeApp:
         self.accepted = 0       # inference requests that reached the app
         self.answered = 0       # ... and got a response (success or error)
         self._load_task = None
+        self.services: list = []   # objects with async start(app) / stop(), run with the app (dslc.serve.grpc_server)
         if control is None:   # the repository index answers in every mode; load/unload need one
             from dslc.serve.repository import ModelControl
             control = ModelControl(self, None, fixed=set(self.models))
@@ -84,11 +85,21 @@ class ServeApp:
                     log(self.banner)
                 self._load_task = asyncio.get_running_loop().create_task(self._load_all())
                 self.control.start(self._load_task)
+                for svc in self.services:   # e.g. the gRPC server, on this loop so it shares the batchers
+                    try:
+                        await svc.start(self)
+                    except OSError as e:
+                        log(f"error: {e}")
+                        self.exit_code = 1
+                        if self.on_fatal:
+                            self.on_fatal()
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 if self._load_task is not None and not self._load_task.done():
                     self._load_task.cancel()
                 self.control.stop()
+                for svc in self.services:   # lets its requests in flight finish before the batchers close
+                    await svc.stop()
                 for vs in self.models.values():
                     for m in vs.values():
                         if m.batcher is not None:
@@ -270,6 +281,24 @@ class ServeApp:
     # ------------------------------------------------------------------------------------------------ infer
 
     async def _infer(self, name, version, headers, receive, send):
+        async def answer(m):
+            body = await self._read_body(receive, headers)
+            req = parse_infer_request(body, self._header_length(headers), m)
+            results = await m.batcher.submit(req.inputs, req.batch)
+            return encode_infer_response(m.name, m.version, req.id, req.outputs, results, m.datatypes)
+
+        payload, hlen = await self.infer(name, version, answer)
+        if hlen is None:
+            await self._send(send, 200, payload, JSON)
+        else:
+            await self._send(send, 200, payload, OCTET, [(b"inference-header-content-length", str(hlen).encode())])
+        self.answered += 1
+
+    async def infer(self, name, version, answer):
+        """One inference request with its bookkeeping (accepted/answered, metrics, Triton statistics), whatever
+        the protocol: `answer(model)` parses, runs through the batcher and encodes.  Every failure comes out as
+        a ProtocolError (or _Disconnected); the caller sends the reply and then counts it answered -- an error
+        is counted answered here."""
         m = self._lookup(name, version, need_ready=True)
         mm = m.mmetrics
         t0 = time.perf_counter()
@@ -278,10 +307,7 @@ class ServeApp:
         st = m.stats
         try:
             try:
-                body = await self._read_body(receive, headers)
-                req = parse_infer_request(body, self._header_length(headers), m)
-                results = await m.batcher.submit(req.inputs, req.batch)
-                payload, hlen = encode_infer_response(m.name, m.version, req.id, req.outputs, results, m.datatypes)
+                reply = await answer(m)
             except ExecutionError as e:
                 raise ProtocolError(400 if e.bad_input else 500, str(e)) from None
             except (ProtocolError, _Disconnected):
@@ -298,7 +324,7 @@ class ServeApp:
                 log(f"error: {e.message}")
             self.answered += 1
             raise
-        except _Disconnected:
+        except (_Disconnected, asyncio.CancelledError):   # the client went away (HTTP) or cancelled (gRPC)
             mm.inflight.dec()
             mm.failure(499)
             self.answered += 1
@@ -310,11 +336,7 @@ class ServeApp:
         st.success_count += 1
         st.success_ns += int(dt * 1e9)
         st.last_inference_ms = int(time.time() * 1000)
-        if hlen is None:
-            await self._send(send, 200, payload, JSON)
-        else:
-            await self._send(send, 200, payload, OCTET, [(b"inference-header-content-length", str(hlen).encode())])
-        self.answered += 1
+        return reply
 
     @staticmethod
     def _header_length(headers):

@@ -21,6 +21,7 @@ from bisect import bisect_left
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+HISTOGRAMS = ("request", "queue", "compute", "batch")   # the ModelMetrics attributes that are histograms
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -99,7 +100,7 @@ class _Collector:
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-        models = list(self.metrics.models.values())
+        models = self.metrics.all_models()
         labels = ["model", "version"]
         ok = CounterMetricFamily("dslc_inference_request_success", "Inference requests answered with 200", labels=labels)
         bad = CounterMetricFamily("dslc_inference_request_failure",
@@ -150,3 +151,89 @@ class Metrics:
     def render(self) -> bytes:
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
+
+    # ------------------------------------------------------------------- --workers: summed across processes
+
+    share_dir: str | None = None
+    worker: int = 0
+
+    def share(self, directory: str, worker: int) -> None:
+        """Sum, in every scrape, this process's metrics with the snapshots other workers write to `directory`."""
+        self.share_dir, self.worker = directory, worker
+
+    def snapshot(self) -> dict:
+        hist = HISTOGRAMS
+        return {"models": [{"labels": list(m.labels), "success": m.success.value, "inflight": m.inflight.value,
+                            "failures": {str(c): n for c, n in m.failures.items()},
+                            **{h: [getattr(m, h).counts, getattr(m, h).sum] for h in hist}}
+                           for m in self.models.values()]}
+
+    def write_snapshot(self) -> None:
+        import json
+        import os
+        if self.share_dir is None:
+            return
+        path = os.path.join(self.share_dir, f"worker-{self.worker}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.snapshot(), f)
+        os.replace(tmp, path)   # atomic: a scrape never reads half a snapshot
+
+    def all_models(self) -> list[ModelMetrics]:
+        if self.share_dir is None:
+            return list(self.models.values())
+        import json
+        import os
+        merged: dict[tuple[str, str], ModelMetrics] = {}
+
+        def add(labels, success, inflight, failures, hists):
+            key = tuple(labels)
+            m = merged.get(key) or merged.setdefault(key, ModelMetrics(*key))
+            m.success.value += success
+            m.inflight.value += inflight
+            for code, n in failures.items():
+                m.failures[int(code)] = m.failures.get(int(code), 0) + n
+            for name, (counts, total) in hists.items():
+                h = getattr(m, name)
+                h.counts = [a + b for a, b in zip(h.counts, counts)]
+                h.sum += total
+        for m in self.models.values():
+            add(m.labels, m.success.value, m.inflight.value, m.failures,
+                {h: (getattr(m, h).counts, getattr(m, h).sum) for h in HISTOGRAMS})
+        mine = f"worker-{self.worker}.json"
+        for name in sorted(os.listdir(self.share_dir)):
+            if name == mine or not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.share_dir, name)) as f:
+                    snap = json.load(f)
+            except (OSError, ValueError):   # a worker that has not written yet
+                continue
+            for e in snap["models"]:
+                add(e["labels"], e["success"], e["inflight"], e["failures"],
+                    {h: e[h] for h in HISTOGRAMS})
+        return list(merged.values())
+
+
+class MetricsSnapshots:
+    """One of ServeApp.services under --workers: writes this worker's metrics snapshot every `every` seconds
+    and once more when the server stops."""
+
+    def __init__(self, metrics: Metrics, every: float):
+        self.metrics = metrics
+        self.every = every
+        self._task = None
+
+    async def start(self, app) -> None:
+        import asyncio
+
+        async def loop():
+            while True:
+                self.metrics.write_snapshot()
+                await asyncio.sleep(self.every)
+        self._task = asyncio.get_running_loop().create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.metrics.write_snapshot()

@@ -29,6 +29,22 @@ def parse_size(text: str) -> int:
     return int(n)
 
 
+def resolve_grpc_port(text, http_port: int) -> int | None:
+    """--grpc-port: a port, 'off' (None), or unset: 8001 beside the default HTTP port, a free one (0) when
+    --port 0 asks for free ports."""
+    if text is None:
+        return 0 if http_port == 0 else 8001
+    if str(text).strip().lower() == "off":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"not a port: {text!r} (a number 0..65535, or off)") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("must be 0..65535 (or off)")
+    return port
+
+
 class UsageError(Exception):
     pass
 
@@ -180,16 +196,20 @@ def _server_class():
 
 
 def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | None, max_body_size: int,
-          banner: str = "", control: dict | None = None) -> int:
-    """`control`: ModelControl's options (repository, mode, poll_secs, make_models, fixed)."""
+          banner: str = "", control: dict | None = None, grpc_port: int | None = None, sock=None,
+          share: tuple[str, int] | None = None) -> int:
+    """`control`: ModelControl's options (repository, mode, poll_secs, make_models, fixed).  `grpc_port`: also
+    serve the gRPC API there (None: HTTP only).  Under --workers (dslc.serve.workers): `sock`, the HTTP socket
+    the parent bound, and `share`, (metrics directory, worker index)."""
     import uvicorn
-    from dslc.serve.metrics import Metrics
+    from dslc.serve.metrics import Metrics, MetricsSnapshots
 
-    try:
-        sock = _bind(host, port)
-    except OSError as e:
-        log(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
-        return 1
+    if sock is None:
+        try:
+            sock = _bind(host, port)
+        except OSError as e:
+            log(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
+            return 1
     bound = sock.getsockname()
     shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     listen_line = f"listening on http://{shown_host}:{bound[1]} (Open Inference Protocol v2; metrics at /metrics)"
@@ -201,11 +221,19 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
 
     if banner:
         log(banner)
-    app = ServeApp(models, metrics=Metrics(), api_key=api_key, max_body_size=max_body_size, on_fatal=fatal,
+    metrics = Metrics()
+    app = ServeApp(models, metrics=metrics, api_key=api_key, max_body_size=max_body_size, on_fatal=fatal,
                    banner=listen_line)
     if control:
         from dslc.serve.repository import ModelControl
         app.control = ModelControl(app, **control)
+    if grpc_port is not None:
+        from dslc.serve.grpc_server import GrpcService
+        app.services.append(GrpcService(host, grpc_port, max_body_size, on_listening=log, reuse_port=share is not None))
+    if share is not None:
+        from dslc.serve.workers import SNAPSHOT_SECONDS
+        metrics.share(*share)
+        app.services.append(MetricsSnapshots(metrics, SNAPSHOT_SECONDS))
     # loop/http "auto": uvloop and httptools when installed
     config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
@@ -237,6 +265,11 @@ def main(args) -> int:
     if not 0 <= args.port <= 65535:
         print("dslc serve: --port must be 0..65535", file=sys.stderr)
         return 2
+    try:
+        grpc_port = resolve_grpc_port(getattr(args, "grpc_port", "off"), args.port)
+    except ValueError as e:
+        print(f"dslc serve: --grpc-port: {e}", file=sys.stderr)
+        return 2
     from dslc.commands.compile import precision_usage_error
     if getattr(args, "precision", None) and precision_usage_error(args):
         print(f"dslc serve: {precision_usage_error(args)}", file=sys.stderr)
@@ -251,6 +284,15 @@ def main(args) -> int:
     if not getattr(args, "repository_poll_secs", 1) > 0:
         print("dslc serve: --repository-poll-secs must be > 0", file=sys.stderr)
         return 2
+    from dslc.runtime.session import cpu_count
+    from dslc.serve.workers import resolve_workers
+    try:
+        workers = resolve_workers(getattr(args, "workers", "1"), cpu_count())
+    except ValueError as e:
+        print(f"dslc serve: --workers: {e}", file=sys.stderr)
+        return 2
+    if workers > 1 and args.threads is None:   # the cores are shared among the workers' sessions
+        args.threads = max(1, cpu_count() // (workers * args.instances))
     try:
         models = gather_models(args)
     except UsageError as e:
@@ -274,5 +316,34 @@ def main(args) -> int:
         control = dict(repository=args.repository, mode=mode, poll_secs=getattr(args, "repository_poll_secs", 15.0),
                        make_models=functools.partial(models_for_entry, common=common_settings(args)),
                        fixed={Path(p).stem for p in args.models})
-    return serve(models, host=args.host, port=args.port, api_key=api_key, max_body_size=max_body,
-                 banner=describe(probe, threads=args.threads or default_threads(args.instances)), control=control)
+    options = dict(host=args.host, port=args.port, api_key=api_key, max_body_size=max_body, control=control,
+                   banner=describe(probe, threads=args.threads or default_threads(args.instances)))
+    if workers == 1:
+        return serve(models, grpc_port=grpc_port, **options)
+    return serve_workers(workers, models, grpc_port, options)
+
+
+def serve_workers(n: int, models: list[ServedModel], grpc_port: int | None, options: dict) -> int:
+    """--workers n: bind once here, then n forked `serve`s share the sockets (dslc.serve.workers)."""
+    from dslc.serve import workers
+    host, port = options["host"], options["port"]
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        log(f"error: cannot listen on {host}:{port}: {e.strerror or e}")
+        return 1
+    reserved = None
+    if grpc_port is not None:
+        try:
+            reserved, grpc_port = workers.reserve_port(host, grpc_port)
+        except OSError as e:
+            log(f"error: cannot listen for gRPC on {host}:{grpc_port}: {e.strerror or e}")
+            return 1
+    try:
+        return workers.supervise(n, lambda i, share_dir: serve(
+            models, grpc_port=grpc_port, sock=sock, share=(share_dir, i),
+            **{**options, "banner": options["banner"] if i == 0 else ""}), log)
+    finally:
+        sock.close()
+        if reserved is not None:
+            reserved.close()

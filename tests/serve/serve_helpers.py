@@ -30,6 +30,7 @@ class ServerProcess:
         self._listening = threading.Event()
         self.url = None
         self.host_port = None
+        self.grpc_target = None     # host:port of the gRPC API, once its listening line is read
         cmd = [sys.executable, "-m", "dslc.cli", "serve", *self.args]
         if "--port" not in self.args:
             cmd += ["--port", "0"]
@@ -41,6 +42,9 @@ class ServerProcess:
     def _read(self):
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
+            g = re.search(r"listening on grpc://(\S+?):(\d+) ", line)
+            if g:
+                self.grpc_target = f"{g.group(1)}:{g.group(2)}"
             m = re.search(r"listening on http://(\S+?):(\d+) ", line)
             if m:
                 self.host_port = f"{m.group(1)}:{m.group(2)}"
