@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_kserve"]
+COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_kserve", "export_weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:
