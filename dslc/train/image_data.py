@@ -220,8 +220,9 @@ def torch_dataset(split, seed: int = 0, train: bool = True):
         def __getitem__(self, i):
             idx = np.array([int(i)])
             key = (self.seed, self.epoch) if self.train else None
-            xs = tuple(torch.from_numpy(np.ascontiguousarray(gather(x, idx, key)[0])) for x in self.split.xs)
-            ys = tuple(torch.from_numpy(np.ascontiguousarray(gather(y, idx, key)[0])) for y in self.split.ys)
+            # np.array: a writable, contiguous copy, 0-d for a label (ascontiguousarray would make it 1-d)
+            xs = tuple(torch.from_numpy(np.array(gather(x, idx, key)[0])) for x in self.split.xs)
+            ys = tuple(torch.from_numpy(np.array(gather(y, idx, key)[0])) for y in self.split.ys)
             return xs, ys
 
     return SplitDataset()

@@ -45,7 +45,7 @@ class LazyArray:
         DataError to raise. Same total size: reshaped per batch."""
         got = tuple(self.shape[1:])
         if got == tuple(sample_shape):
-            return Cast(self, got, dtype)
+            return self if self.dtype == np.dtype(dtype) else Cast(self, got, dtype)
         known = all(isinstance(d, int) for d in sample_shape)
         if known and int(np.prod(sample_shape, dtype=np.int64)) == int(np.prod(got, dtype=np.int64)):
             return Cast(self, tuple(sample_shape), dtype)
