@@ -66,6 +66,21 @@ def test_safetensors_and_npz_weights_give_the_same_model(tiny, tmp_path, capsys)
     assert not np.allclose(_onnx_out(out, x), outs[0])
 
 
+def test_serve_loads_a_net_with_safetensors_weights(tiny, tmp_path, capsys):
+    from dslc.serve.model import ModelLoadError, load_model_source
+    from dslc.weight_files import WeightsFile
+    w = _random_weights()
+    write_tensors(tmp_path / "w.safetensors", {f"net.{k}": v for k, v in w.items()})
+    write_tensors(tmp_path / "w.npz", w)
+    rc, ref = _compile(tiny, tmp_path / "w.npz", tmp_path)
+    data = load_model_source(tiny, WeightsFile(tmp_path / "w.safetensors", (("net.", ""),)))
+    (tmp_path / "served.onnx").write_bytes(data)
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(_onnx_out(tmp_path / "served.onnx", x), _onnx_out(ref, x))
+    with pytest.raises(ModelLoadError, match="missing weight `conv.weight`"):
+        load_model_source(tiny, WeightsFile(tmp_path / "w.safetensors"))
+
+
 def test_every_offender_is_listed_with_both_shapes(tiny, tmp_path, capsys):
     w = _random_weights()
     del w["head.bias"]

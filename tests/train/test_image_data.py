@@ -176,6 +176,16 @@ def test_dslc_train_on_an_image_folder(tmp_path, monkeypatch, capsys):
     epochs = [r for r in map(json.loads, (tmp_path / "out.metrics.jsonl").read_text().splitlines())
               if r.get("kind") == "epoch"]
     assert len(epochs) == 4 and epochs[-1]["loss"] < epochs[0]["loss"]
+    # the way out and back in: the checkpoint's weights as .safetensors start another run
+    assert main(["export-weights", "out.ckpt.npz", "-q", "-o", "w.safetensors"]) == 0
+    assert main(["train", str(net), "-q", "-o", "again.onnx", "--epochs", "1", "--weights", "w.safetensors"]) == 0
+    first = json.loads((tmp_path / "again.metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] < epochs[0]["loss"]          # it started from the trained weights, not a fresh init
+    assert main(["train", str(net), "-q", "-o", "x.onnx", "--weights", "w.safetensors", "--weights-map",
+                 "head.=fc."]) == 1
+    assert "missing weight `head.weight` [3, 4]" in capsys.readouterr().err
+    # int8 calibration reads the streamed image split too
+    assert main(["compile", str(net), "-q", "--precision", "int8", "-o", "q.onnx"]) == 0
     bad = tmp_path / "imgs" / "train" / "eel" / "001.png"
     bad.write_bytes(b"\x89PNG not really")
     assert main(["train", str(net), "-q", "-o", "out2.onnx"]) == 1
