@@ -107,5 +107,5 @@ def check_weights(g: nx.DiGraph, weights: dict[str, np.ndarray]) -> list[str]:
             problems.append(f"weight `{name}` has shape {list(weights[name].shape)}, the network needs {list(spec.shape)}")
     for name in weights:
         if name not in expected:
-            problems.append(f"unexpected weight `{name}` (not in this network)")
+            problems.append(f"unexpected weight `{name}` {list(np.shape(weights[name]))} (not in this network)")
     return problems

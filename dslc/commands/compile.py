@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                 "in the current directory)")
     p.add_argument("--network", metavar="NAME", help="the network to compile (default: the file's last)")
     p.add_argument("--opset", type=int, default=21, help="ONNX opset (default 21)")
-    p.add_argument("--weights", metavar="FILE.npz", help="weights to export (dslc weights file, e.g. from "
-                                                         "`dslc train`); default: seeded initialisation")
+    from dslc.weight_files import add_weights_arguments
+    add_weights_arguments(p, "weights to export (e.g. from `dslc train`); default: seeded initialisation")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--batch", type=int, metavar="N", help="fix the batch dim to N (default: symbolic)")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
@@ -63,6 +63,12 @@ def run(args) -> int:
         return 2
     if args.weights and not Path(args.weights).is_file():
         print(f"dslc: error: weights file {args.weights} not found", file=sys.stderr)
+        return 2
+    from dslc.weight_files import WeightsFileError, weights_source
+    try:
+        args.weights = weights_source(args)
+    except WeightsFileError as e:
+        print(f"dslc: error: {e}", file=sys.stderr)
         return 2
     try:
         prog, g = load_program(src, args.network)

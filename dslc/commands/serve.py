@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", metavar="DIR",
                    help="a Triton-style model repository: DIR/<name>/config.pbtxt and DIR/<name>/<version>/model.onnx "
                         "(config.pbtxt settings win over the flags below)")
-    p.add_argument("--weights", metavar="FILE", help="weights for a .net model")
+    from dslc.weight_files import add_weights_arguments
+    add_weights_arguments(p, "weights for a .net model")
     p.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none",
                    help="repository models (as Triton): none: those at startup (default); explicit: --load-model "
                         "ones, then POST /v2/repository/models/NAME/load|unload; poll: rescan the repository and "

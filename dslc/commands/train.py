@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default OUT.ckpt.npz)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from the checkpoint (default OUT.ckpt.npz) exactly where it stopped")
-    p.add_argument("--weights", metavar="W.npz", help="start from these weights instead of a seeded initialisation")
+    from dslc.weight_files import add_weights_arguments
+    add_weights_arguments(p, "start from these weights instead of a seeded initialisation")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="in the exported model, fold each batchnorm that follows a conv into the conv (default: "
                         "on, as `dslc compile`); --no-fold-bn keeps BatchNormalization nodes")
@@ -87,14 +88,14 @@ def run(args) -> int:
         return fail(f"no checkpoint at {paths['checkpoint'] if resume is True else resume} to resume from", 2)
     weights = None
     if args.weights:
-        from dslc.weights import check_weights, load_weights
+        from dslc.lowering.errors import WeightsMismatch
+        from dslc.weight_files import WeightsFileError, load_for_graph, weights_source
         try:
-            weights = load_weights(args.weights)
-        except (OSError, ValueError) as e:
+            weights = load_for_graph(g, weights_source(args))
+        except (OSError, WeightsFileError) as e:
             return fail(f"cannot read weights {args.weights}: {e}", 2)
-        problems = check_weights(g, weights)
-        if problems:
-            return fail(f"{args.weights} does not fit network `{g.graph.get('name')}`: " + "; ".join(problems[:5]), 1)
+        except WeightsMismatch as e:
+            return fail(f"{e} (network `{g.graph.get('name')}`)", 1)
     try:
         s = Settings.resolve(g, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              optimizer=args.optimizer, seed=args.seed, clip=args.clip, val_split=args.val_split,

@@ -28,7 +28,11 @@ TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "adding": ("data", {"n": 2000, "length": 50, "seed": 0}),
     "copy": ("data", {"n": 2000, "symbols": 10, "delay": 20, "seed": 0}),
     "text": ("data", {"path": None, "seq_len": 64, "stride": None}),
+    # a tuple default: a list argument (of strings for augment, of numbers for mean / std)
+    "images": ("data", {"path": None, "augment": (), "mean": (0.0,), "std": (1.0,)}),
+    "npy": ("data", {"x": None, "y": None}),
 }
+IMAGE_AUGMENTATIONS = ("flip", "crop", "pad_crop")   # dslc/train/image_data.py (not imported: check stays light)
 
 KEYS: dict[str, str] = {
     "optimizer": "optimizer", "schedule": "schedule", "data": "data", "epochs": "positive int",
@@ -69,6 +73,10 @@ class TrainConfig:
             if k in ("name", "kind"):
                 continue
             default = params.get(k)
+            if isinstance(default, tuple):
+                _check_list(c.func, k, v, default, spans.get(k, c.span), names)
+                out[k] = tuple(v)
+                continue
             if isinstance(default, bool):
                 want, ok = "true or false", isinstance(v, bool)
             elif isinstance(default, int):
@@ -80,8 +88,11 @@ class TrainConfig:
             if not ok:
                 raise UserError(f"`{k}` of `{c.func}` must be {want}, got {_show(v)}", spans.get(k, c.span),
                                 f"signature: {c.func}({', '.join(names)})")
-        if c.func in ("npz", "csv") and "path" not in out:
-            raise UserError(f"`{c.func}` needs a `path`", c.span, f'e.g. {c.func}(path="data.{c.func}")')
+        if c.func in ("npz", "csv", "images") and "path" not in out:
+            example = 'images("data/train_folder")' if c.func == "images" else f'{c.func}(path="data.{c.func}")'
+            raise UserError(f"`{c.func}` needs a `path`", c.span, f"e.g. {example}")
+        if c.func == "npy" and ("x" not in out or "y" not in out):
+            raise UserError("`npy` needs two files: the samples and the labels", c.span, 'e.g. npy("x.npy", "y.npy")')
         return out
 
     def set(self, key: str, value, span: Span | None, value_span: Span | None) -> None:
@@ -127,6 +138,26 @@ class TrainConfig:
             if isinstance(out.get(k), dict):
                 out[k] = {kk: vv for kk, vv in out[k].items() if kk != "kind"}
         return out
+
+
+def _check_list(func: str, key: str, value, default: tuple, span, names) -> None:
+    """A list argument: augment names, or numbers (mean / std)."""
+    strings = key == "augment"
+    want = "a list of names" if strings else "a list of numbers"
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"`{key}` of `{func}` must be {want}, got {_show(value)}", span,
+                        f'e.g. {key}=["flip", "crop"]' if strings else f"e.g. {key}=[0.5, 0.5, 0.5]")
+    for v in value:
+        if strings:
+            if v not in IMAGE_AUGMENTATIONS:
+                raise UserError(f"unknown augmentation {_show(v)}", span,
+                                (did_you_mean(v, IMAGE_AUGMENTATIONS) if isinstance(v, str) else None)
+                                or f"augmentations: {', '.join(IMAGE_AUGMENTATIONS)}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise UserError(f"`{key}` of `{func}` must be {want}, got {_show(value)}", span)
+    if not strings and (not value or (key == "std" and any(v <= 0 for v in value))):
+        raise UserError(f"`{key}` of `{func}` must be " + ("positive numbers" if value else "a non-empty list"),
+                        span)
 
 
 def _show(value) -> str:

@@ -79,10 +79,11 @@ def from_dataset(ds, g) -> PrecisionData:
                                  f"to calibrate, the rest to compare the reduced model with fp32 on)")
         n_cal = min(n_cal, len(train) - max(1, len(train) // 5))
         held, what = train.take(np.arange(n_cal, len(train))), "training samples not used for calibration"
-    cal = SampleSet({n: x[:n_cal] for n, x in zip(names, train.xs)}, _labels(ds, train), f"{ds.name} train split")
+    # np.asarray: a streamed split (image folder, .npy) is read here, only the samples used
+    cal = SampleSet({n: np.asarray(x[:n_cal]) for n, x in zip(names, train.xs)}, _labels(ds, train), f"{ds.name} train split")
     held = held.take(np.arange(min(HELDOUT_SAMPLES, len(held))))
     labels = _labels(ds, held)
-    return PrecisionData(cal, SampleSet({n: x for n, x in zip(names, held.xs)}, labels, f"{ds.name} {what}"))
+    return PrecisionData(cal, SampleSet({n: np.asarray(x) for n, x in zip(names, held.xs)}, labels, f"{ds.name} {what}"))
 
 
 def image_folder(path: Path, g) -> PrecisionData:

@@ -12,25 +12,23 @@ from dslc.lowering.model import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, LowerInfo, 
 
 
 def resolve_weights(g: nx.DiGraph, weights=None, seed: int = 0) -> dict[str, np.ndarray]:
-    """The weights to export: seeded initialisation, or a weights dict / `.npz` path checked against the
-    graph (WeightsMismatch lists every problem)."""
-    from dslc.weights import check_weights, init_weights, load_weights
+    """The weights to export: seeded initialisation, or a weights dict / weights file (a path or a
+    dslc.weight_files.WeightsFile: .npz, .safetensors, .pt) checked against the graph (WeightsMismatch lists
+    every problem)."""
+    from dslc.weight_files import WeightsFile, WeightsFileError, fit_problems, load_for_graph
+    from dslc.weights import init_weights
     if weights is None:
         return init_weights(g, seed)
-    source = "weights"
-    if isinstance(weights, (str, Path)):
-        source = f"weights file {weights}"
+    if isinstance(weights, (str, Path, WeightsFile)):
         try:
-            weights = load_weights(weights)
-        except (OSError, ValueError, KeyError) as e:
-            raise WeightsMismatch([f"cannot read it as a .npz weights file: {e}"], source) from None
-    problems = check_weights(g, weights)
-    for name, arr in weights.items():
-        arr = np.asarray(arr)
-        if arr.dtype.kind != "f":
-            problems.append(f"weight `{name}` has dtype {arr.dtype}, expected float32")
+            return load_for_graph(g, weights)   # .npz / .safetensors / .pt, names fitted, every problem listed
+        except FileNotFoundError:
+            raise WeightsMismatch(["cannot read it: no such file"], f"weights file {weights}") from None
+        except (OSError, WeightsFileError) as e:
+            raise WeightsMismatch([str(e)], f"weights file {weights}") from None
+    problems = fit_problems(g, weights)
     if problems:
-        raise WeightsMismatch(problems, source)
+        raise WeightsMismatch(problems, "weights")
     return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
 
 

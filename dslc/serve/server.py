@@ -80,6 +80,11 @@ def gather_models(args) -> list[ServedModel]:
     nets = [p for p in args.models if Path(p).suffix == ".net"]
     if args.weights is not None and len(nets) != 1:
         raise UsageError("--weights goes with exactly one .net model" + (f"; got {len(nets)}" if nets else ""))
+    from dslc.weight_files import WeightsFileError, weights_source
+    try:
+        weights_file = weights_source(args)
+    except WeightsFileError as e:
+        raise UsageError(str(e)) from None
     for p in args.models:
         path = Path(p)
         if not path.is_file():
@@ -95,7 +100,7 @@ def gather_models(args) -> list[ServedModel]:
         if path.suffix != ".net" and getattr(args, "precision", "fp32") != "fp32":
             raise UsageError(f"{p}: --precision applies to .net models; make a reduced .onnx with "
                              f"`dslc compile --precision {args.precision}`")
-        source = load_model_source(path, args.weights if path.suffix == ".net" else None,
+        source = load_model_source(path, weights_file if path.suffix == ".net" else None,
                                    precision=getattr(args, "precision", "fp32"),
                                    calibration=getattr(args, "calibration", None),
                                    fp16_io=getattr(args, "fp16_io", False))

@@ -20,6 +20,8 @@ Sources (the names of a `.net` file's `data = ...` and of `dslc train --data SPE
                              read with allow_pickle=False
     csv(path, target=-1)     numeric CSV, optional header row; `target` = the label column (index or name),
                              the other columns are the features
+    images(path, augment, mean, std)  an ImageFolder directory, decoded batch by batch: dslc/train/image_data.py
+    npy(x, y)                a memory-mapped .npy pair, read batch by batch: dslc/train/streaming.py
     adding, copy, text       sequence data: dslc/train/sequence_data.py
 
 Generated sets also hold a test split of n // 4 samples drawn from an independent stream of the same seed.
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from dslc.train.streaming import LazyArray, gather, is_lazy, prefetched
 from dslc.types import NUMPY_DTYPE
 from dslc.weights import load_weights
 
@@ -351,6 +354,9 @@ SOURCES = {"linear2d": linear2d, "nonseparable2d": nonseparable2d, "rosenbrock":
 from dslc.train import sequence_data as _seq  # noqa: E402  (it builds on the classes above)
 
 SOURCES.update(adding=_seq.adding, copy=_seq.copy, text=_seq.text)
+from dslc.train import image_data as _img, streaming as _stream  # noqa: E402
+
+SOURCES.update(images=_img.images, npy=_stream.npy)
 
 
 def _parse_value(v: str):
@@ -369,7 +375,7 @@ def _parse_value(v: str):
 
 def parse_spec(spec: str) -> dict:
     """--data SPEC: `mnist`, `mnist:DIR`, `linear2d:n=500,seed=1`, `file.npz`, `file.csv`, `csv:file.csv,target=3`,
-    a directory (MNIST IDX files)."""
+    `images:DIR`, `npy:X.npy,Y.npy`, a directory (MNIST IDX files)."""
     spec = spec.strip()
     name, sep, rest = spec.partition(":")
     if name in SOURCES:
@@ -378,7 +384,10 @@ def parse_spec(spec: str) -> dict:
             k, eq, v = part.partition("=")
             if not eq:
                 if i == 0:  # the positional argument: a dir / path
-                    out["dir" if name == "mnist" else "path"] = k
+                    out["dir" if name == "mnist" else "x" if name == "npy" else "path"] = k
+                    continue
+                if i == 1 and name == "npy":
+                    out["y"] = k
                     continue
                 raise DataError(f"--data {spec}: expected key=value, got `{part}`")
             out[k.strip()] = _parse_value(v.strip())
@@ -416,9 +425,17 @@ def _shape_txt(shape) -> str:
 
 
 def _fit_array(arr: np.ndarray, ttype, role: str, name: str, src: str) -> np.ndarray:
+    if isinstance(arr, LazyArray):
+        arr = arr.for_input(ttype, f"{role} `{name}`", src)   # an image folder decodes to the input's shape
     want_dtype = np.dtype(NUMPY_DTYPE[ttype.dtype])
     sample = tuple(ttype.shape[1:])
     got = tuple(arr.shape[1:])
+    if isinstance(arr, LazyArray):   # streamed data: checked from its shape, converted batch by batch
+        if ttype.dtype in ("i64", "i32") and arr.dtype.kind not in "biu":
+            raise DataError(f"{role} `{name}` is {ttype}, the data `{src}` gives {arr.dtype}")
+        return arr.fit(sample, want_dtype, lambda g_: DataError(
+            f"{role} `{name}` takes samples of shape {_shape_txt(sample)} ({ttype} with the batch dim first), but "
+            f"the data `{src}` gives samples of shape {_shape_txt(g_)}"))
     if ttype.dtype in ("i64", "i32"):
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
@@ -480,7 +497,9 @@ def fit_to_graph(ds: Dataset, g) -> Dataset:
                 raise DataError(f"the data `{src}` is a regression set (real-valued targets), but target `{n}` "
                                 f"feeds the classification loss {loss_op}")
             y = _fit_array(a, t, "target", n, src)
-            if c is not None and not float_target:
+            if isinstance(y, LazyArray):
+                pass   # streamed targets are not read up front (1-D labels of npy / images are in memory)
+            elif c is not None and not float_target:
                 _check_labels(y, c, n, src, g)
             elif loss_op is not None and y.size and (float(y.min()) < 0 or float(y.max()) > 1):
                 raise DataError(f"target `{n}` feeds {loss_op}, which needs "
@@ -546,13 +565,16 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
     return np.random.default_rng([int(seed), 1000 + int(epoch)]).permutation(n)
 
 
-def batches(split: Split, order: np.ndarray, batch_size: int, start: int = 0):
-    """Yield (batch index, xs, ys) from batch `start` on; the last batch may be smaller."""
-    for b in range(start, num_batches(len(order), batch_size)):
-        idx = order[b * batch_size:(b + 1) * batch_size]
-        # np.take along axis 0 is the same gather as x[idx], without fancy indexing's general machinery
-        # (a 64-row MNIST batch: 27 -> 17 us)
-        yield b, [np.take(x, idx, axis=0) for x in split.xs], [np.take(y, idx, axis=0) for y in split.ys]
+def batches(split: Split, order: np.ndarray, batch_size: int, start: int = 0, augment_key=None):
+    """Yield (batch index, xs, ys) from batch `start` on; the last batch may be smaller. Streamed splits
+    (dslc/train/streaming.py) are read by a background thread a batch ahead; `augment_key` = (seed, epoch) turns
+    on their random train-time augmentations (None: evaluation)."""
+    def make():
+        for b in range(start, num_batches(len(order), batch_size)):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            yield (b, [gather(x, idx, augment_key) for x in split.xs],
+                   [gather(y, idx, augment_key) for y in split.ys])
+    return prefetched(make()) if is_lazy(split) else make()
 
 
 def num_batches(n: int, batch_size: int) -> int:

@@ -475,7 +475,7 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
             order = D.epoch_order(n_train, s.seed, epoch, s.shuffle)
             prog.start_epoch(epoch, s.epochs, spe, next_batch)
             t_epoch = time.perf_counter() - sums["time"]
-            for b, xs, ys in D.batches(ds.train, order, s.batch_size, next_batch):
+            for b, xs, ys in D.batches(ds.train, order, s.batch_size, next_batch, augment_key=(s.seed, epoch)):
                 lr = sched(step)
                 if full_batch:   # the optimiser evaluates the loss (and Jacobians) itself
                     loss = opt.step_full(Objective(exe, xs, ys), lr)
