@@ -35,7 +35,7 @@ SYM_DEFAULT = 3
 FD_STEP = 1e-5
 FD_RTOL = 1e-5
 FD_MAX_ELEMS = 2048      # per tensor: all elements of small tensors, else a random subset + one random direction
-TRAINING_OPS = {"batchnorm", "dropout"}  # checked in training mode (and eval mode below)
+TRAINING_OPS = {"batchnorm", "dropout", "drop_path"}  # checked in training mode (and eval mode below)
 
 
 # ---- the check ---------------------------------------------------------------------------------------------
