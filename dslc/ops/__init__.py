@@ -14,3 +14,4 @@ from dslc.ops import embedding  # noqa: F401
 from dslc.ops import reduce  # noqa: F401
 from dslc.ops import drop_path  # noqa: F401
 from dslc.ops import recurrent  # noqa: F401
+from dslc.ops import loss_more  # noqa: F401

@@ -59,7 +59,9 @@ def make_inputs(op, case, dtype, rng, env):
     for i, (t, shape) in enumerate(zip(case.inputs, shapes)):
         np_dt = np.dtype(NUMPY_DTYPE[t.dtype])
         if np_dt.kind in "iu":  # class indices
-            n_cls = shapes[0][1] if op.name == "cross_entropy" else 3
+            n_cls = 3
+            if op.name == "cross_entropy":  # sequence logits [N, T, V] with [N, T] targets: classes last
+                n_cls = shapes[0][-1] if shape == shapes[0][:-1] else shapes[0][1]
             xs.append(rng.integers(0, n_cls, size=shape).astype(np_dt))
             continue
         if op.name == "maxpool":  # distinct values, spaced far beyond the FD step: no ties, no switching
