@@ -18,6 +18,7 @@ EXPECTED = {
     "perceptron", "softmax_regression", "mlp_rosenbrock", "mlp_classifier", "mlp_mnist", "resmlp", "lenet5",
     "allconv_mnist", "alexnet", "vgg16", "resnet18", "resnet50", "unet", "vit", "vit_b16", "mlp_mixer",
     "mlp_mixer_b16", "transunet", "googlenet", "densenet121", "resnext50_32x4d", "wide_resnet50_2", "nin", "highway",
+    "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "lstm_classifier", "text_cnn", "char_gpt",
 }
 
 

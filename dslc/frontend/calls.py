@@ -81,7 +81,8 @@ class CallsMixin:
             if k in seen:
                 raise UserError(f"argument `{k}` is given twice", span)
             seen.add(k)
-        if c.func in BUILTINS:
+        # `max(3, k)` is the compile-time builtin; `max(x, axis=1)` on a tensor is the reduction op
+        if c.func in BUILTINS and not any(isinstance(a, Tensor) for a in args):
             if c.alias is not None:
                 raise UserError(f"`as` names a layer; `{c.func}(...)` makes no layer", c.span,
                                 f"remove `as {c.alias}`; a value is named by assigning it: `{c.alias} = {c.func}(...)`")

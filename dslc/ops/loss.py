@@ -83,28 +83,48 @@ def _ce_rows_forward(z, t, c, eps):
     return [np.asarray(loss / z.shape[0], dtype=z.dtype)], _RowsSaved(p, idx)
 
 
+def _class_first(z, attrs):
+    """Logits with the class axis at 1 (a view): [N, T, V] sequence logits are read class-last."""
+    return np.moveaxis(z, -1, 1) if attrs.get("class_last") else z
+
+
+def _ignored(t, attrs):
+    """The mask of positions whose class index is ignore_index, or None when none is (the common case)."""
+    if t.dtype.kind not in "iu" or not t.size:
+        return None
+    mask = t == attrs.get("ignore_index", -100)
+    return mask if mask.any() else None
+
+
 def cross_entropy_forward(ctx, xs, ws, attrs):
-    """Mean over N (and spatial positions) of -sum_c t'_c log_softmax(z)_c, with t' = (1 - eps) t + eps / C:
-    t one-hot from integer class indices, or the given probabilities."""
-    z, t = xs
+    """Mean over N (and spatial / sequence positions) of -sum_c t'_c log_softmax(z)_c, t' = (1 - eps) t + eps / C:
+    t one-hot from integer class indices, or the given probabilities. Positions whose index is ignore_index
+    count for nothing, the mean runs over the others (PyTorch's rule; 0, not NaN, when all are ignored)."""
+    z, t = _class_first(xs[0], attrs), xs[1]
     c, eps = z.shape[1], attrs["label_smoothing"]
-    count = z.size // c
-    if z.ndim == 2 and t.dtype.kind in "iu":
+    ignored = _ignored(t, attrs)
+    if z.ndim == 2 and t.dtype.kind in "iu" and ignored is None:
         return _ce_rows_forward(z, t, c, eps)
     logp = K.log_softmax(z, axis=1)
     if t.dtype.kind in "iu":
-        nll = -np.take_along_axis(logp, _ce_index(z, t), axis=1).sum()
-        loss = (1.0 - eps) * nll - (eps / c) * logp.sum() if eps else nll
+        keep = None if ignored is None else ~ignored
+        t = t if keep is None else np.where(keep, t, 0)
+        per = -np.take_along_axis(logp, _ce_index(z, t), axis=1)[:, 0]
+        if eps:
+            per = (1.0 - eps) * per - (eps / c) * logp.sum(axis=1)
+        count = per.size if keep is None else int(keep.sum())
+        loss = per.sum() if keep is None else per[keep].sum()
     else:
+        count = z.size // c
         loss = -(t * logp).sum()
         if eps:
             loss = (1.0 - eps) * loss - (eps / c) * logp.sum()
-    return [np.asarray(loss / count, dtype=z.dtype)], logp
+    return [np.asarray(loss / max(count, 1), dtype=z.dtype)], logp
 
 
 def cross_entropy_vjp(ctx, gys, saved, xs, ws, attrs):
-    """d/dz = softmax(z) * sum_c t'_c - t' (sum_c t'_c = 1 for class indices)."""
-    z, t = xs
+    """d/dz = softmax(z) * sum_c t'_c - t' (sum_c t'_c = 1 for class indices); 0 at ignored positions."""
+    z, t = _class_first(xs[0], attrs), xs[1]
     if isinstance(saved, _RowsSaved):
         if not K.wants(ctx, 0):
             return [None, None], {}
@@ -119,15 +139,25 @@ def cross_entropy_vjp(ctx, gys, saved, xs, ws, attrs):
     if K.wants(ctx, 0):
         p = np.exp(logp)
         if t.dtype.kind in "iu":
+            ignored = _ignored(t, attrs)
+            if ignored is not None:
+                t = np.where(ignored, 0, t)
+                count = int((~ignored).sum())
             gz = p - eps / c if eps else p
             idx = _ce_index(z, t)
             np.put_along_axis(gz, idx, np.take_along_axis(gz, idx, axis=1) - (1.0 - eps), axis=1)
+            if ignored is not None:
+                gz *= np.expand_dims(~ignored, 1)
         else:
             ts = t * (1.0 - eps) + eps / c if eps else t
             gz = p * ts.sum(axis=1, keepdims=True) - ts
-        _scaled(gz, gys[0], count)
+        _scaled(gz, gys[0], max(count, 1))
+        if attrs.get("class_last"):
+            gz = np.ascontiguousarray(np.moveaxis(gz, 1, -1))
     if t.dtype.kind == "f" and K.wants(ctx, 1):
         gt = _scaled(logp * -(1.0 - eps), gys[0], count)
+        if attrs.get("class_last"):
+            gt = np.ascontiguousarray(np.moveaxis(gt, 1, -1))
     return [gz, gt], {}
 
 
@@ -159,7 +189,17 @@ BCE = register(Op(
 def _ce_prepare(ins, attrs):
     if not 0.0 <= attrs["label_smoothing"] < 1.0:
         raise TypeError(f"`label_smoothing` must be in [0, 1), got {attrs['label_smoothing']}")
+    attrs = dict(attrs)
+    attrs["class_last"] = len(ins) == 2 and _reads_class_last(*ins)
     return attrs
+
+
+def _reads_class_last(logits, target):
+    """Sequence logits [N, T, V] with an integer target [N, T]: the class axis is the last one. PyTorch's
+    class-at-axis-1 reading ([N, C, L] with [N, L]) wins where the target fits both."""
+    if target.dtype not in INT_DTYPES or logits.rank < 3:
+        return False
+    return target.shape != (logits.shape[0],) + logits.shape[2:] and target.shape == logits.shape[:-1]
 
 
 def _ce_infer(ins, attrs):
@@ -170,9 +210,10 @@ def _ce_infer(ins, attrs):
         raise ShapeError(f"cross_entropy: logits must be a float tensor, got {logits}", operand=0)
     if target.dtype in INT_DTYPES:
         want = (logits.shape[0],) + logits.shape[2:]
-        if target.shape != want:
+        if target.shape != want and target.shape != logits.shape[:-1]:
             raise ShapeError(f"cross_entropy: class-index target {shp(target)} does not fit logits {shp(logits)}; "
-                             f"expected {shp(want)}",
+                             f"expected {shp(want)}" + (f" (or {shp(logits.shape[:-1])} for sequence logits "
+                                                        f"[N, T, V])" if logits.rank >= 3 else ""),
                              hint="an integer target holds one class index per sample (logits without the class dim)",
                              operand=1)
     elif target.dtype in FLOAT_DTYPES:
@@ -194,14 +235,20 @@ def cross_entropy_torch(e):
 
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", inputs=("logits", "target"), infer=_ce_infer, prepare=_ce_prepare, category="loss",
-    params=(Param("label_smoothing", "float", 0.0),),
+    params=(Param("label_smoothing", "float", 0.0),
+            Param("ignore_index", "int", -100, doc="integer targets equal to it count for nothing (padding)")),
     doc="Softmax cross-entropy (mean over samples): logits [N, C, *spatial] with an integer target [N, *spatial] "
-        "or a float target of the logits' shape; output a scalar [].",
+        "or a float target of the logits' shape; sequence logits [N, T, V] with a target [N, T] (class last). "
+        "Positions whose target is ignore_index are left out of the mean; output a scalar [].",
     cases=[
         Case((TensorType((4, 5)), TensorType((4,), "i64"))),
         Case((TensorType((3, 4)), TensorType((3, 4))), note="one-hot target"),
         Case((TensorType(("N", 10)), TensorType(("N",), "i64")), {"label_smoothing": 0.1}, "smoothing, symbolic"),
         Case((TensorType((2, 3, 4, 4)), TensorType((2, 4, 4), "i64")), note="segmentation"),
+        Case((TensorType((2, 5, 4)), TensorType((2, 5), "i64")), note="sequence logits [N, T, V], class last"),
+        Case((TensorType((3, 4)), TensorType((3,), "i64")), {"ignore_index": 1}, "ignore_index"),
+        Case((TensorType(("N", "T", 6)), TensorType(("N", "T"), "i64")), {"ignore_index": 2, "label_smoothing": 0.1},
+             "sequence, ignore_index, smoothing"),
     ],
     forward=cross_entropy_forward, vjp=cross_entropy_vjp, torch=cross_entropy_torch,
 ))

@@ -188,11 +188,17 @@ AVGPOOL = register(Op(
 ))
 
 
-def _gap_infer(ins, attrs):
-    x = ins[0]
-    if x.rank < 3:
-        raise ShapeError(f"global_avgpool expects [N, C, *spatial] (rank >= 3), got {shp(x)}")
-    return [x.with_shape(x.shape[:2] + ((1,) * (x.rank - 2) if attrs["keepdims"] else ()))]
+def global_pool_infer_for(name):
+    """[N, C, *spatial] -> [N, C] (or [N, C, 1, ...] with keepdims): global_avgpool, global_maxpool."""
+    def infer(ins, attrs):
+        x = ins[0]
+        if x.rank < 3:
+            raise ShapeError(f"{name} expects [N, C, *spatial] (rank >= 3), got {shp(x)}")
+        return [x.with_shape(x.shape[:2] + ((1,) * (x.rank - 2) if attrs["keepdims"] else ()))]
+    return infer
+
+
+_gap_infer = global_pool_infer_for("global_avgpool")
 
 
 def global_avgpool_forward(ctx, xs, ws, attrs):
@@ -211,13 +217,19 @@ def global_avgpool_vjp(ctx, gys, saved, xs, ws, attrs):
     return [gx], {}
 
 
-def global_avgpool_lower(ctx, node):
-    """keepdims: GlobalAveragePool; else one ReduceMean over the spatial axes (not GlobalAveragePool + Flatten)."""
-    x, t = ctx.x(node), ctx.in_types(node)[0]
-    if ctx.attrs(node)["keepdims"]:
-        ctx.emit("GlobalAveragePool", [x], ctx.out(node))
-    else:
-        ctx.reduce("ReduceMean", x, range(2, t.rank), ctx.out(node), keepdims=False)
+def global_pool_lower_for(global_op, reduce_op):
+    """keepdims: GlobalAveragePool / GlobalMaxPool; else one ReduceMean / ReduceMax over the spatial axes
+    (not the global pool + Flatten)."""
+    def lower(ctx, node):
+        x, t = ctx.x(node), ctx.in_types(node)[0]
+        if ctx.attrs(node)["keepdims"]:
+            ctx.emit(global_op, [x], ctx.out(node))
+        else:
+            ctx.reduce(reduce_op, x, range(2, t.rank), ctx.out(node), keepdims=False)
+    return lower
+
+
+global_avgpool_lower = global_pool_lower_for("GlobalAveragePool", "ReduceMean")
 
 
 def global_avgpool_torch(e):

@@ -88,6 +88,7 @@ class Op:
     category: str = "layer"                  # layer | activation | elementwise | shape | source | loss
     doc: str = ""
     cases: list[Case] = field(default_factory=list)
+    int_inputs: tuple[int, ...] = ()          # input slots that take integer ids (embedding); the rest are f32
     # Filled by later phases, in this same entry:
     lower: Callable | None = None
     forward: Callable | None = None
@@ -226,6 +227,8 @@ def check_input_dtypes(op: Op, ins: list[TensorType]) -> None:
     if op.category not in FLOAT32_ONLY:
         return
     for i, t in enumerate(ins):
+        if i in op.int_inputs:
+            continue  # the op's own shape rule checks these are integers
         if t.dtype != "f32":
             raise ShapeError(f"`{op.name}` computes in f32, but its input is {t}",
                              "declare the input as f32[...] (integer labels belong in a train section's target)",

@@ -421,16 +421,22 @@ SPLIT = register(Op(
 
 
 # ---- mean ---------------------------------------------------------------------------------------------------
-def _mean_infer(ins, attrs):
-    x = ins[0]
-    axes = sorted(norm_axis(a, x.rank) for a in attrs["axis"])
-    if len(set(axes)) != len(axes):
-        raise ShapeError(f"mean: axis {list(attrs['axis'])} names an axis twice for {shp(x)}")
-    if attrs["keepdims"]:
-        out = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
-    else:
-        out = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-    return [x.with_shape(out)]
+def reduce_infer_for(name):
+    """The shape rule of a reduction over attrs["axis"] (mean, sum, max)."""
+    def infer(ins, attrs):
+        x = ins[0]
+        axes = sorted(norm_axis(a, x.rank) for a in attrs["axis"])
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"{name}: axis {list(attrs['axis'])} names an axis twice for {shp(x)}")
+        if attrs["keepdims"]:
+            out = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        else:
+            out = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        return [x.with_shape(out)]
+    return infer
+
+
+_mean_infer = reduce_infer_for("mean")
 
 
 def _mean_prepare(ins, attrs):

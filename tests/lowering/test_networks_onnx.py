@@ -51,16 +51,19 @@ def test_network_compiles_validates_and_runs(path):
     sess = ort.InferenceSession(info.data, so, providers=["CPUExecutionProvider"])
     sym = batch_symbol(g)
     rng = np.random.default_rng(0)
-    for batch in (1, 3):
+    lengths = sorted({d for n in g.graph["inputs"] for d in g.nodes[n]["outputs"][0].shape
+                      if isinstance(d, str) and d.isidentifier() and d != sym})
+    for batch, length in ((1, 6), (3, 9)):   # two batch sizes and, where symbolic, two sequence lengths
         sizes = {sym: batch} if sym else {}
+        sizes.update({s: length for s in lengths})
         feeds = _inputs(g, sizes, rng)
         outs = sess.run(None, feeds)
         for (oname, (n, idx)), y in zip(g.graph["outputs"].items(), outs):
             want = tuple(eval_dim(d, sizes) for d in g.nodes[n]["outputs"][idx].shape)
             assert y.shape == want, f"{oname}: onnxruntime {y.shape}, dslc {want}"
             assert np.isfinite(y).all(), oname
-        if sym is None:
-            break  # a fixed-batch network has one batch size
+        if sym is None and not lengths:
+            break  # a fixed-shape network has one input shape
 
 
 def test_fixed_batch_compile():

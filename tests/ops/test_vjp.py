@@ -35,7 +35,7 @@ SYM_DEFAULT = 3
 FD_STEP = 1e-5
 FD_RTOL = 1e-5
 FD_MAX_ELEMS = 2048      # per tensor: all elements of small tensors, else a random subset + one random direction
-TRAINING_OPS = {"batchnorm", "dropout"}  # checked in training mode (and eval mode below)
+TRAINING_OPS = {"batchnorm", "dropout", "drop_path"}  # checked in training mode (and eval mode below)
 
 
 # ---- the check ---------------------------------------------------------------------------------------------
@@ -59,7 +59,9 @@ def make_inputs(op, case, dtype, rng, env):
     for i, (t, shape) in enumerate(zip(case.inputs, shapes)):
         np_dt = np.dtype(NUMPY_DTYPE[t.dtype])
         if np_dt.kind in "iu":  # class indices
-            n_cls = shapes[0][1] if op.name == "cross_entropy" else 3
+            n_cls = 3
+            if op.name == "cross_entropy":  # sequence logits [N, T, V] with [N, T] targets: classes last
+                n_cls = shapes[0][-1] if shape == shapes[0][:-1] else shapes[0][1]
             xs.append(rng.integers(0, n_cls, size=shape).astype(np_dt))
             continue
         if op.name == "maxpool":  # distinct values, spaced far beyond the FD step: no ties, no switching

@@ -52,6 +52,9 @@ def _feeds(g, n, seed=0, names=None):
     out = {}
     for name in names if names is not None else g.graph["inputs"]:
         t = g.nodes[name]["outputs"][0]
+        for d in t.shape:   # a symbolic sequence length (tokens: i64[N, T]): long enough for a text CNN's widths
+            if isinstance(d, str) and d.isidentifier():
+                sizes.setdefault(d, 6)
         out[name] = random_array(t, concrete(t.shape, sizes), rng)
     return out
 
