@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     for name, lanes in (("lanes", True), ("openblas", False)):
         exe = Executor(g, seed=0, lanes=lanes)
         opt = Adam({k: exe.weights[k] for k in exe.trainable}, lr=1e-3, threads=2 if lanes else 1)
+        opt.use_paired_updates(exe.paired_updates() if lanes else None)
         runs[name] = (exe, opt)
     if not runs["lanes"][0]._uses_lanes():
         print("this network / machine does not use lanes (no large linear layer, one thread, or no numpy "

@@ -34,11 +34,16 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="SPEC",
                    help="data for int8 calibration and the fp32 comparison instead of the train section's: "
                         "mnist, mnist:DIR, FILE.npz, FILE.csv, a built-in set, or a folder of images")
+    p.add_argument("--fp16-io", action="store_true",
+                   help="with --precision fp16: float16 inputs and outputs too (no casts at the edges; clients "
+                        "send and receive FP16); default: they stay float32")
 
 
 def precision_usage_error(args) -> str | None:
     if getattr(args, "calibration", None) is not None and args.precision == "fp32":
         return "--calibration goes with --precision int8 (or fp16, for the comparison data)"
+    if getattr(args, "fp16_io", False) and args.precision != "fp16":
+        return "--fp16-io goes with --precision fp16"
     return None
 
 
@@ -110,7 +115,8 @@ def _run_reduced(args, g, src, out, t0) -> int:
               f"cannot read in one piece", file=sys.stderr)
         return 2
     try:
-        reduced, comparison = reduce_for_graph(info.data, args.precision, info.g, args.calibration)
+        reduced, comparison = reduce_for_graph(info.data, args.precision, info.g, args.calibration,
+                                                 fp16_io=args.fp16_io)
     except PrecisionError as e:
         print(f"dslc: error: {e}", file=sys.stderr)
         return e.code

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic_batching max_queue_delay (default 0)")
     p.add_argument("--instances", type=int, default=1, metavar="N", help="instance_group count (default 1)")
     p.add_argument("--gpu", action="store_true", help="instance_group KIND_GPU (default KIND_CPU)")
+    from dslc.commands.compile import add_precision_arguments
+    add_precision_arguments(p)   # for a .net model: compiled at this precision
 
 
 def run(args) -> int:
@@ -54,8 +56,16 @@ def write_entry(args, command: str):
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
         print(f"dslc {command}: model name {name!r} must be letters, digits, '_', '-' or '.'", file=sys.stderr)
         return 2
+    from dslc.commands.compile import precision_usage_error
+    problem = precision_usage_error(args) or (
+        "--precision applies to .net models; make a reduced .onnx with `dslc compile --precision`"
+        if args.precision != "fp32" and path.suffix != ".net" else None)
+    if problem:
+        print(f"dslc {command}: {problem}", file=sys.stderr)
+        return 2
     try:
-        data = load_model_source(path, args.weights)
+        data = load_model_source(path, args.weights, precision=args.precision, calibration=args.calibration,
+                                 fp16_io=args.fp16_io)
     except ModelLoadError as e:
         print(str(e) if e.plain else f"dslc {command}: error: {e}", file=sys.stderr)
         return e.code

@@ -158,7 +158,7 @@ def _reduce_export(args, g, result, path) -> int:
         data = (precision_data(g, args.calibration) if args.calibration is not None
                 else from_dataset(result.dataset, g))
         reduced, comparison = reduce_model(Path(path).read_bytes(), args.precision, data,
-                                           network=f"network `{g.graph.get('name')}`")
+                                           network=f"network `{g.graph.get('name')}`", fp16_io=args.fp16_io)
         atomic_write_bytes(path, reduced)
     except PrecisionError as e:
         print(f"dslc train: error: {e} (the fp32 model is in {path})", file=sys.stderr)

@@ -8,10 +8,14 @@ gradient and (in the optimiser) the update. With x = [x0 | x1]:
     gx  = [gy W0 | gy W1]                each lane writes its own columns
 ctx.lanes is a dslc.train.lanes.Lane: its gemm_pair runs the two blocks' GEMMs at once, the helper's on the
 helper thread, in compiled code. BLAS is single-threaded meanwhile (the executor holds it at one thread).
+The op itself (dslc/ops/linear.py) knows nothing of this: the executor's planner gives a linear step these
+functions (`lane_linear`) in place of the op's own when it runs lanes (Executor._uses_lanes).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from dslc.kernels.nn import wants
 
 # a weight with at least this many elements is cut in two (lane-owned halves); smaller ones stay whole: the
 # hand-off to the helper costs ~10-20 us, about what half of a 2^16-element update or GEMM saves
@@ -68,3 +72,33 @@ def input_grad(ctx, gy2: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     gx = np.empty((gy2.shape[0], w.shape[1]), w.dtype)
     ctx.lanes.gemm_pair((gy2, w[:, :k], gx[:, :k], False), (gy2, w[:, k:], gx[:, k:], False))
     return gx
+
+
+def lane_linear(op_forward, op_vjp):
+    """The linear op's forward and vjp with the GEMMs of a cut weight in two lane-owned blocks; a weight that is
+    not cut (or a context without lanes) runs the op's own `forward` / `vjp`."""
+    def lane_forward(ctx, xs, ws, attrs):
+        w = ws["weight"]
+        k = split_at(ctx, w)
+        if k is None:
+            return op_forward(ctx, xs, ws, attrs)
+        x = xs[0]
+        y = forward(ctx, x.reshape(-1, x.shape[-1]), w, k)
+        if attrs["bias"]:
+            y += ws["bias"]
+        return [y.reshape(x.shape[:-1] + (w.shape[0],))], None
+
+    def lane_vjp(ctx, gys, saved, xs, ws, attrs):
+        w = ws["weight"]
+        k = split_at(ctx, w)
+        if k is None:
+            return op_vjp(ctx, gys, saved, xs, ws, attrs)
+        x = xs[0]
+        gy2 = gys[0].reshape(-1, w.shape[0])
+        x2 = x.reshape(-1, x.shape[-1])
+        gws = {"weight": weight_grad(ctx, x2, gy2, w, k)}
+        if attrs["bias"]:
+            gws["bias"] = gy2.sum(axis=0)
+        gx = input_grad(ctx, gy2, w, k).reshape(x.shape) if wants(ctx, 0) else None
+        return [gx], gws
+    return lane_forward, lane_vjp

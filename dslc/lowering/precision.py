@@ -51,15 +51,16 @@ class Comparison:
 
 # ------------------------------------------------------------------------------------------- conversions
 
-def to_fp16(fp32: bytes, notes: list[str] | None = None) -> bytes:
+def to_fp16(fp32: bytes, notes: list[str] | None = None, fp16_io: bool = False) -> bytes:
     import warnings
 
     from onnxconverter_common import float16
     model = onnx.load_from_string(fp32)
     with warnings.catch_warnings(record=True) as caught:   # one warning per clamped weight: summarised below
         warnings.simplefilter("always")
-        # keep_io_types: float32 at the graph's edges (Cast nodes), so clients do not change
-        converted = float16.convert_float_to_float16(model, keep_io_types=True)
+        # keep_io_types: float32 at the graph's edges (Cast nodes), so clients do not change; fp16_io drops
+        # the casts and clients send and receive FP16
+        converted = float16.convert_float_to_float16(model, keep_io_types=not fp16_io)
     clamped = sum("truncated" in str(w.message) for w in caught)
     if clamped and notes is not None:
         notes.append(f"{clamped} weight value(s) outside fp16's range were clamped (to +-1e-7 or +-1e4)")
@@ -117,16 +118,20 @@ def _signature(model: onnx.ModelProto):
     return sig(model.graph.input), sig(model.graph.output)
 
 
-def validate_reduced(fp32: bytes, reduced: bytes, precision: str) -> None:
+def validate_reduced(fp32: bytes, reduced: bytes, precision: str, fp16_io: bool = False) -> None:
     """As for an fp32 compile: the ONNX checker with its strict shape inference, the same inputs and outputs
-    (names, dtypes, shapes) as the fp32 model, an onnxruntime session.  Any failure is a converter or dslc
-    bug (exit 3), never the user's."""
+    (names, dtypes, shapes) as the fp32 model (float16 for its float32 ones with fp16_io), an onnxruntime
+    session.  Any failure is a converter or dslc bug (exit 3), never the user's."""
     import onnxruntime as ort
     try:
         onnx.checker.check_model(reduced, full_check=True)
     except Exception as e:  # noqa: BLE001
         raise PrecisionError(f"the {precision} model fails the ONNX checker: {e}", 3) from None
-    if _signature(onnx.load_from_string(reduced)) != _signature(onnx.load_from_string(fp32)):
+    want = _signature(onnx.load_from_string(fp32))
+    if fp16_io:
+        f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+        want = tuple([(n, f16 if t == f32 else t, d) for n, t, d in side] for side in want)
+    if _signature(onnx.load_from_string(reduced)) != want:
         raise PrecisionError(f"the {precision} model's inputs/outputs differ from the fp32 model's", 3)
     try:
         ort.InferenceSession(reduced, providers=["CPUExecutionProvider"])
@@ -137,8 +142,12 @@ def validate_reduced(fp32: bytes, reduced: bytes, precision: str) -> None:
 # -------------------------------------------------------------------------------------------- comparison
 
 def _run_all(session, samples: SampleSet, batch: int) -> list[np.ndarray]:
-    outs = [session.run(None, feed) for feed in samples.batches(batch)]
-    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+    """Outputs over all samples; float inputs cast to what the session takes (fp16 with --fp16-io)."""
+    dtypes = {i.name: np.float16 if i.type == "tensor(float16)" else None for i in session.get_inputs()}
+    outs = [session.run(None, {k: v.astype(dtypes[k]) if dtypes.get(k) else v for k, v in feed.items()})
+            for feed in samples.batches(batch)]
+    return [np.concatenate([o[k] for o in outs]).astype(np.float32, copy=False) if outs[0][k].dtype == np.float16
+            else np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
 def compare(fp32: bytes, reduced: bytes, heldout: SampleSet, precision: str) -> Comparison:
@@ -164,7 +173,7 @@ def compare(fp32: bytes, reduced: bytes, heldout: SampleSet, precision: str) -> 
 # ---------------------------------------------------------------------------------------------- pipeline
 
 def reduce_model(fp32: bytes, precision: str, data: PrecisionData | None,
-                 network: str = "the network") -> tuple[bytes, Comparison | None]:
+                 network: str = "the network", fp16_io: bool = False) -> tuple[bytes, Comparison | None]:
     """The fp32 model (serialized, validated) at `precision`, validated and compared; fp32 is returned as is."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision '{precision}' (choose {', '.join(PRECISIONS)})", 2)
@@ -178,21 +187,21 @@ def reduce_model(fp32: bytes, precision: str, data: PrecisionData | None,
                                  f"images)")
         reduced = to_int8(fp32, data.calibration)
     else:
-        reduced = to_fp16(fp32, notes)
-    validate_reduced(fp32, reduced, precision)
+        reduced = to_fp16(fp32, notes, fp16_io=fp16_io)
+    validate_reduced(fp32, reduced, precision, fp16_io=fp16_io and precision == "fp16")
     heldout = data.heldout if data is not None else random_heldout(onnx.load_from_string(fp32).graph.input)
     comparison = compare(fp32, reduced, heldout, precision)
     comparison.notes = tuple(notes)
     return reduced, comparison
 
 
-def reduce_for_graph(fp32: bytes, precision: str, g, calibration: str | None = None):
+def reduce_for_graph(fp32: bytes, precision: str, g, calibration: str | None = None, fp16_io: bool = False):
     """reduce_model with the data of network `g` (--calibration SPEC, else its train section)."""
     if precision == "fp32":
         return fp32, None
     data = precision_data(g, calibration) if (precision == "int8" or calibration is not None
                                               or (g.graph.get("train") or {}).get("data")) else None
-    return reduce_model(fp32, precision, data, network=f"network `{g.graph.get('name')}`")
+    return reduce_model(fp32, precision, data, network=f"network `{g.graph.get('name')}`", fp16_io=fp16_io)
 
 
 __all__ = ["PRECISIONS", "Comparison", "PrecisionError", "reduce_model", "reduce_for_graph", "to_fp16", "to_int8",

@@ -14,10 +14,10 @@ def same_type(ins, attrs):
     return [ins[0]]
 
 
-def _pointwise(name, doc, params=(), cases_attrs=({},), aliases=(), forward=None, vjp=None, lower=None):
+def _pointwise(name, doc, params=(), cases_attrs=({},), aliases=(), forward=None, vjp=None, lower=None, torch=None):
     return register(Op(
         name=name, inputs=("x",), infer=same_type, params=params, category="activation", doc=doc,
-        forward=forward, vjp=vjp, lower=lower,
+        forward=forward, vjp=vjp, lower=lower, torch=torch,
         cases=[Case((TensorType((2, 3, 4, 5)),), a) for a in cases_attrs] + [Case((TensorType((3, 7)),))],
     ), aliases)
 
@@ -119,14 +119,17 @@ def gelu_lower(ctx, node):
     ctx.emit("Mul", [h, ctx.emit("Add", [e, ctx.const(1.0, "float32", "one")])], ctx.out(node))
 
 
-RELU = _pointwise("relu", "max(x, 0).", forward=relu_forward, vjp=relu_vjp, lower=relu_lower)
+RELU = _pointwise("relu", "max(x, 0).", forward=relu_forward, vjp=relu_vjp, lower=relu_lower,
+                 torch=lambda e: f"F.relu({e.x()})")
 LEAKY_RELU = _pointwise("leaky_relu", "x if x > 0 else alpha * x.", (Param("alpha", "float", 0.01),),
                         ({"alpha": 0.01}, {"alpha": 0.2}), forward=leaky_relu_forward, vjp=leaky_relu_vjp,
-                        lower=leaky_relu_lower)
-SIGMOID = _pointwise("sigmoid", "1 / (1 + exp(-x)).", forward=sigmoid_forward, vjp=sigmoid_vjp, lower=sigmoid_lower)
-TANH = _pointwise("tanh", "Hyperbolic tangent.", forward=tanh_forward, vjp=tanh_vjp, lower=tanh_lower)
+                        lower=leaky_relu_lower, torch=lambda e: f"F.leaky_relu({e.x()}, {e.a['alpha']!r})")
+SIGMOID = _pointwise("sigmoid", "1 / (1 + exp(-x)).", forward=sigmoid_forward, vjp=sigmoid_vjp, lower=sigmoid_lower,
+                    torch=lambda e: f"torch.sigmoid({e.x()})")
+TANH = _pointwise("tanh", "Hyperbolic tangent.", forward=tanh_forward, vjp=tanh_vjp, lower=tanh_lower,
+                 torch=lambda e: f"torch.tanh({e.x()})")
 GELU = _pointwise("gelu", "Gaussian error linear unit (exact, erf form).", forward=gelu_forward, vjp=gelu_vjp,
-                  lower=gelu_lower)
+                  lower=gelu_lower, torch=lambda e: f"F.gelu({e.x()})")
 
 
 def _softmax_infer(ins, attrs):
@@ -138,10 +141,10 @@ def _softmax_infer(ins, attrs):
     return [x]
 
 
-def _softmax_like(name, doc, forward=None, vjp=None, lower=None):
+def _softmax_like(name, doc, forward=None, vjp=None, lower=None, torch=None):
     return register(Op(
         name=name, inputs=("x",), infer=_softmax_infer, params=(Param("axis", "int", -1),), category="activation",
-        doc=doc, forward=forward, vjp=vjp, lower=lower,
+        doc=doc, forward=forward, vjp=vjp, lower=lower, torch=torch,
         cases=[Case((TensorType((2, 5)),)), Case((TensorType((2, 3, 4)),), {"axis": 1}),
                Case((TensorType(("N", 4, 6)),), {"axis": -1}, "symbolic batch")],
     ))
@@ -166,6 +169,8 @@ def log_softmax_vjp(ctx, gys, saved, xs, ws, attrs):
 
 
 SOFTMAX = _softmax_like("softmax", "exp(x) / sum(exp(x)) along `axis` (default last); shape unchanged.",
-                        forward=softmax_forward, vjp=softmax_vjp, lower=softmax_lower)
+                        forward=softmax_forward, vjp=softmax_vjp, lower=softmax_lower,
+                        torch=lambda e: f"torch.softmax({e.x()}, dim={e.a['axis']})")
 LOG_SOFTMAX = _softmax_like("log_softmax", "x - logsumexp(x) along `axis` (default last); shape unchanged.",
-                            forward=log_softmax_forward, vjp=log_softmax_vjp, lower=log_softmax_lower)
+                            forward=log_softmax_forward, vjp=log_softmax_vjp, lower=log_softmax_lower,
+                            torch=lambda e: f"torch.log_softmax({e.x()}, dim={e.a['axis']})")

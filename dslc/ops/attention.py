@@ -97,6 +97,13 @@ def attention_lower(ctx, node):
         ctx.emit("MatMul", [merged, w_out], ctx.out(node))
 
 
+# ---- PyTorch lowering: torch(e), see dslc/ops/registry.py ------------------------------------------------
+def attention_torch(e):
+    b = e.a["bias"]
+    return (f"{e.helper('attention')}({e.x()}, {e.w('in_weight')}, {e.w('in_bias') if b else None}, "
+            f"{e.w('out_weight')}, {e.w('out_bias') if b else None}, {e.a['heads']}, {e.a['causal']})")
+
+
 ATTENTION = register(Op(
     name="attention", inputs=("x",), infer=_attn_infer, prepare=_attn_prepare, weights=_attn_weights,
     macs=_attn_macs, short="attn",
@@ -109,5 +116,5 @@ ATTENTION = register(Op(
         Case((TensorType((1, 3, 8)),), {"heads": 4, "causal": True, "bias": False}, "causal, no bias"),
         Case((TensorType(("N", "T", 8)),), {"heads": 1}, "symbolic batch and length"),
     ],
-    lower=attention_lower, forward=attention_forward, vjp=attention_vjp,
+    lower=attention_lower, forward=attention_forward, vjp=attention_vjp, torch=attention_torch,
 ))

@@ -158,6 +158,23 @@ def conv_lower(ctx, node):
              pads=None if same else list(a["pads"]), auto_pad="SAME_UPPER" if same else None)
 
 
+def conv_torch(e):
+    """F.conv1d / F.conv2d; explicit pads that are not symmetric (or "same" over symbolic dims) become an F.pad."""
+    a, nsp = e.a, len(e.a["kernel"])
+    x = e.x()
+    pads = a["pads"]
+    if pads is None:
+        x = f"{e.helper('pad')}({x}, {e.helper('same_pads')}({x}, {a['kernel']}, {a['stride']}, {a['dilation']}))"
+        padding = (0,) * nsp
+    elif tuple(pads[:nsp]) == tuple(pads[nsp:]):
+        padding = tuple(pads[:nsp])
+    else:
+        x, padding = f"{e.helper('pad')}({x}, {tuple(pads)})", (0,) * nsp
+    bias = e.w("bias") if a["bias"] else None
+    return (f"F.conv{nsp}d({x}, {e.w('weight')}, {bias}, stride={a['stride']}, padding={padding}, "
+            f"dilation={a['dilation']}, groups={a['groups']})")
+
+
 CONV1D = register(Op(
     name="conv1d", inputs=("x",), infer=_conv_infer_n(1, "conv1d", "N, C, W"), prepare=_conv_prepare_n(1),
     weights=_conv_weights, macs=_conv_macs, short="conv", params=_conv_params("ints"),
@@ -170,7 +187,7 @@ CONV1D = register(Op(
                                         "bias": False}, "dilated, grouped"),
         Case((TensorType(("N", 2, "W")),), {"out": 3, "kernel": 3, "padding": "same"}, "symbolic batch and width"),
     ],
-    lower=conv_lower, forward=conv_forward, vjp=conv_vjp,
+    lower=conv_lower, forward=conv_forward, vjp=conv_vjp, torch=conv_torch,
 ))
 
 CONV2D = register(Op(
@@ -193,7 +210,7 @@ CONV2D = register(Op(
         Case((TensorType(("N", 3, "H", "W")),), {"out": 2, "kernel": 3, "stride": 2, "padding": 1},
              "symbolic spatial dims"),
     ],
-    lower=conv_lower, forward=conv_forward, vjp=conv_vjp,
+    lower=conv_lower, forward=conv_forward, vjp=conv_vjp, torch=conv_torch,
 ))
 
 
@@ -251,6 +268,17 @@ def conv_transpose2d_lower(ctx, node):
              output_padding=list(a["output_padding"]) if any(a["output_padding"]) else None)
 
 
+def deconv_torch(e):
+    """F.conv_transpose2d (dslc's pads are what it crops: symmetric pads map onto `padding`)."""
+    a = e.a
+    pads = tuple(a["pads"])
+    if pads[:2] != pads[2:]:
+        raise ValueError("conv_transpose2d with asymmetric pads has no PyTorch lowering")
+    bias = e.w("bias") if a["bias"] else None
+    return (f"F.conv_transpose2d({e.x()}, {e.w('weight')}, {bias}, stride={a['stride']}, padding={pads[:2]}, "
+            f"output_padding={a['output_padding']}, groups={a['groups']}, dilation={a['dilation']})")
+
+
 CONV_TRANSPOSE2D = register(Op(
     name="conv_transpose2d", inputs=("x",), infer=_deconv_infer, prepare=_deconv_prepare, weights=_deconv_weights,
     macs=_deconv_macs, short="deconv",
@@ -269,5 +297,5 @@ CONV_TRANSPOSE2D = register(Op(
              "grouped, dilated"),
         Case((TensorType(("N", 3, 4, 4)),), {"out": 2, "kernel": 4, "stride": 2, "padding": 1}, "symbolic batch"),
     ],
-    lower=conv_transpose2d_lower, forward=conv_transpose2d_forward, vjp=conv_transpose2d_vjp,
+    lower=conv_transpose2d_lower, forward=conv_transpose2d_forward, vjp=conv_transpose2d_vjp, torch=deconv_torch,
 ))

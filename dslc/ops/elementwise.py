@@ -39,9 +39,12 @@ def _binary_infer_for(name):
 
 
 def _binary(name, sym, lower=None, forward=None, vjp=None):
+    def torch_lowering(e):
+        return f"({e.x(0)} {sym} {e.x(1)})"
+
     return register(Op(
         name=name, inputs=("a", "b"), infer=_binary_infer_for(name), category="elementwise", lower=lower,
-        forward=forward, vjp=vjp,
+        forward=forward, vjp=vjp, torch=torch_lowering,
         doc=f"Elementwise a {sym} b with numpy broadcasting (trailing dims aligned; each pair equal or 1).",
         cases=[
             Case((TensorType((2, 3, 4, 4)), TensorType((2, 3, 4, 4)))),

@@ -1,7 +1,6 @@
 """Dense layers: linear (fully connected) and matmul."""
 import numpy as np
 
-from dslc.kernels import split_dense
 from dslc.kernels.nn import unbroadcast, wants
 from dslc.ops.common import check_positive, dim1, numel1, require_known, shp
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
@@ -36,9 +35,7 @@ def _linear_macs(ins, outs, attrs):
 # ---- numpy executor (dslc/ops/registry.py contract) -------------------------------------------------------
 def linear_forward(ctx, xs, ws, attrs):
     x, w = xs[0], ws["weight"]
-    x2 = x.reshape(-1, x.shape[-1])  # one GEMM over all leading dims
-    k = split_dense.split_at(ctx, w)
-    y = x2 @ w.T if k is None else split_dense.forward(ctx, x2, w, k)
+    y = x.reshape(-1, x.shape[-1]) @ w.T  # one GEMM over all leading dims
     if attrs["bias"]:
         y += ws["bias"]
     return [y.reshape(x.shape[:-1] + (w.shape[0],))], None
@@ -48,17 +45,11 @@ def linear_vjp(ctx, gys, saved, xs, ws, attrs):
     x, w = xs[0], ws["weight"]
     gy2 = gys[0].reshape(-1, w.shape[0])
     x2 = x.reshape(-1, x.shape[-1])
-    k = split_dense.split_at(ctx, w)
-    if k is not None:   # two lanes, each owning a column block of W (dslc/kernels/split_dense.py)
-        gws = {"weight": split_dense.weight_grad(ctx, x2, gy2, w, k)}
-    else:
-        # the gradient in the weight's memory order (the executor keeps W column-major: dslc/train/executor.py)
-        gws = {"weight": (x2.T @ gy2).T if w.flags.f_contiguous and not w.flags.c_contiguous else gy2.T @ x2}
+    # the gradient in the weight's memory order (the executor keeps W column-major: dslc/train/executor.py)
+    gws = {"weight": (x2.T @ gy2).T if w.flags.f_contiguous and not w.flags.c_contiguous else gy2.T @ x2}
     if attrs["bias"]:
         gws["bias"] = gy2.sum(axis=0)
-    gx = None
-    if wants(ctx, 0):
-        gx = (gy2 @ w if k is None else split_dense.input_grad(ctx, gy2, w, k)).reshape(x.shape)
+    gx = (gy2 @ w).reshape(x.shape) if wants(ctx, 0) else None
     return [gx], gws
 
 
@@ -78,6 +69,10 @@ def linear_lower(ctx, node):
     ctx.emit("Add", [ctx.emit("MatMul", [x, wt]), ctx.weight(node, "bias")], ctx.out(node))
 
 
+def linear_torch(e):
+    return f"F.linear({e.x()}, {e.w('weight')}, {e.w('bias') if e.a['bias'] else None})"
+
+
 LINEAR = register(Op(
     name="linear", inputs=("x",), infer=_linear_infer, prepare=_linear_prepare, weights=_linear_weights,
     macs=_linear_macs, short="fc",
@@ -88,7 +83,7 @@ LINEAR = register(Op(
         Case((TensorType(("N", 8)),), {"out": 3, "bias": False}, "symbolic batch, no bias"),
         Case((TensorType((2, 3, 8)),), {"out": 5}, "applied over the last dim of a rank-3 input"),
     ],
-    lower=linear_lower, forward=linear_forward, vjp=linear_vjp,
+    lower=linear_lower, forward=linear_forward, vjp=linear_vjp, torch=linear_torch,
 ))
 
 
@@ -148,6 +143,10 @@ def matmul_lower(ctx, node):
     ctx.emit("MatMul", ctx.inputs(node), ctx.out(node))
 
 
+def matmul_torch(e):
+    return f"torch.matmul({e.x(0)}, {e.x(1)})"
+
+
 MATMUL = register(Op(
     name="matmul", inputs=("a", "b"), infer=_matmul_infer, macs=_matmul_macs,
     doc="numpy matmul: [..., M, K] @ [..., K, P] -> [..., M, P], batch dims broadcast; rank-1 operands "
@@ -159,5 +158,5 @@ MATMUL = register(Op(
         Case((TensorType(("N", 3, 4)), TensorType(("N", 4, 3))), note="symbolic batch"),
         Case((TensorType((4,)), TensorType((4, 3))), note="vector @ matrix"),
     ],
-    lower=matmul_lower, forward=matmul_forward, vjp=matmul_vjp,
+    lower=matmul_lower, forward=matmul_forward, vjp=matmul_vjp, torch=matmul_torch,
 ))

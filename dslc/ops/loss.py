@@ -131,20 +131,28 @@ def cross_entropy_vjp(ctx, gys, saved, xs, ws, attrs):
     return [gz, gt], {}
 
 
+def mse_torch(e):
+    return f"F.mse_loss({e.x(0)}, {e.x(1)})"
+
+
 MSE = register(Op(
     name="mse", inputs=("pred", "target"), infer=_same_shape_loss("mse", "pred"), category="loss",
     doc="Mean squared error mean((pred - target)^2); pred and target share a shape; output a scalar [].",
     cases=[Case((TensorType((2, 3)), TensorType((2, 3)))),
            Case((TensorType(("N", 1)), TensorType(("N", 1))), note="symbolic batch")],
-    forward=mse_forward, vjp=mse_vjp,
+    forward=mse_forward, vjp=mse_vjp, torch=mse_torch,
 ))
+
+def bce_torch(e):
+    return f"F.binary_cross_entropy_with_logits({e.x(0)}, {e.x(1)})"
+
 
 BCE = register(Op(
     name="bce", inputs=("logits", "target"), infer=_same_shape_loss("bce", "logits"), category="loss",
     doc="Binary cross-entropy from logits (sigmoid fused), mean over elements; same shapes; output a scalar [].",
     cases=[Case((TensorType((4, 1)), TensorType((4, 1)))),
            Case((TensorType(("N", 3)), TensorType(("N", 3))), note="multi-label, symbolic batch")],
-    forward=bce_forward, vjp=bce_vjp,
+    forward=bce_forward, vjp=bce_vjp, torch=bce_torch,
 ))
 
 
@@ -178,6 +186,12 @@ def _ce_infer(ins, attrs):
     return [TensorType((), logits.dtype)]
 
 
+def cross_entropy_torch(e):
+    """Class indices or probabilities, label smoothing: F.cross_entropy has dslc's semantics for both."""
+    ls = e.a.get("label_smoothing", 0.0)
+    return f"F.cross_entropy({e.x(0)}, {e.x(1)}" + (f", label_smoothing={ls!r})" if ls else ")")
+
+
 CROSS_ENTROPY = register(Op(
     name="cross_entropy", inputs=("logits", "target"), infer=_ce_infer, prepare=_ce_prepare, category="loss",
     params=(Param("label_smoothing", "float", 0.0),),
@@ -189,5 +203,5 @@ CROSS_ENTROPY = register(Op(
         Case((TensorType(("N", 10)), TensorType(("N",), "i64")), {"label_smoothing": 0.1}, "smoothing, symbolic"),
         Case((TensorType((2, 3, 4, 4)), TensorType((2, 4, 4), "i64")), note="segmentation"),
     ],
-    forward=cross_entropy_forward, vjp=cross_entropy_vjp,
+    forward=cross_entropy_forward, vjp=cross_entropy_vjp, torch=cross_entropy_torch,
 ))

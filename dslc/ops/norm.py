@@ -82,6 +82,13 @@ def batchnorm_lower(ctx, node):
     ctx.emit("BatchNormalization", ins, ctx.out(node), epsilon=float(ctx.attrs(node)["eps"]))
 
 
+def batchnorm_torch(e):
+    """F.batch_norm: batch statistics in training (running ones updated with the same momentum and the unbiased
+    batch variance), the running statistics in evaluation."""
+    return (f"F.batch_norm({e.x()}, {e.w('running_mean')}, {e.w('running_var')}, {e.w('weight')}, {e.w('bias')}, "
+            f"{e.training}, {e.a['momentum']!r}, {e.a['eps']!r})")
+
+
 BATCHNORM = register(Op(
     name="batchnorm", inputs=("x",), infer=_bn_infer, weights=_bn_weights, short="bn",
     params=(Param("eps", "float", 1e-5), Param("momentum", "float", 0.1,
@@ -92,7 +99,7 @@ BATCHNORM = register(Op(
         Case((TensorType((4, 5)),), {"eps": 1e-3, "momentum": 0.2}, "rank 2"),
         Case((TensorType(("N", 3, 8)),), note="rank 3, symbolic batch"),
     ],
-    lower=batchnorm_lower, forward=batchnorm_forward, vjp=batchnorm_vjp,
+    lower=batchnorm_lower, forward=batchnorm_forward, vjp=batchnorm_vjp, torch=batchnorm_torch,
 ))
 
 
@@ -140,6 +147,11 @@ def layernorm_lower(ctx, node):
              ctx.out(node), axis=-1, epsilon=float(ctx.attrs(node)["eps"]))
 
 
+def layernorm_torch(e):
+    return (f"F.layer_norm({e.x()}, ({e.in_types[0].shape[-1]},), {e.w('weight')}, {e.w('bias')}, "
+            f"{e.a['eps']!r})")
+
+
 LAYERNORM = register(Op(
     name="layernorm", inputs=("x",), infer=_ln_infer, weights=_ln_weights, short="ln",
     params=(Param("eps", "float", 1e-5),),
@@ -148,7 +160,7 @@ LAYERNORM = register(Op(
         Case((TensorType((2, 3, 8)),)),
         Case((TensorType(("N", 4)),), {"eps": 1e-6}, "symbolic batch"),
     ],
-    lower=layernorm_lower, forward=layernorm_forward, vjp=layernorm_vjp,
+    lower=layernorm_lower, forward=layernorm_forward, vjp=layernorm_vjp, torch=layernorm_torch,
 ))
 
 
@@ -178,6 +190,10 @@ def dropout_lower(ctx, node):
     ctx.alias(node, ctx.x(node))
 
 
+def dropout_torch(e):
+    return f"F.dropout({e.x()}, {e.a['p']!r}, {e.training})"
+
+
 DROPOUT = register(Op(
     name="dropout", inputs=("x",), infer=lambda ins, attrs: [ins[0]], prepare=_drop_prepare, short="drop",
     params=(Param("p", "float", 0.5, doc="drop probability (training only)"),),
@@ -186,5 +202,5 @@ DROPOUT = register(Op(
         Case((TensorType((2, 8)),)),
         Case((TensorType(("N", 3, 4)),), {"p": 0.1}, "symbolic batch"),
     ],
-    lower=dropout_lower, forward=dropout_forward, vjp=dropout_vjp,
+    lower=dropout_lower, forward=dropout_forward, vjp=dropout_vjp, torch=dropout_torch,
 ))

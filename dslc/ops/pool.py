@@ -139,14 +139,41 @@ maxpool_lower = _pool_lower("MaxPool")
 avgpool_lower = _pool_lower("AveragePool")
 
 
+def _pool_args(e, pad_value):
+    """(input expression, padding) for F.*_pool: symmetric pads as `padding`, others as an explicit pad."""
+    a, nsp = e.a, len(e.a["kernel"])
+    x, pads = e.x(), a["pads"]
+    if pads is None:
+        pads_expr = f"{e.helper('same_pads')}({x}, {a['kernel']}, {a['stride']}, {(1,) * nsp})"
+        return f"{e.helper('pad')}({x}, {pads_expr}, {pad_value})", (0,) * nsp
+    if tuple(pads[:nsp]) == tuple(pads[nsp:]):
+        return x, tuple(pads[:nsp])
+    return f"{e.helper('pad')}({x}, {tuple(pads)}, {pad_value})", (0,) * nsp
+
+
+def maxpool_torch(e):
+    a, nsp = e.a, len(e.a["kernel"])
+    x, padding = _pool_args(e, "float('-inf')")
+    return (f"F.max_pool{nsp}d({x}, {a['kernel']}, {a['stride']}, {padding}, ceil_mode={a['ceil_mode']})")
+
+
 MAXPOOL = register(Op(
     name="maxpool", inputs=("x",), infer=_pool_infer_for("maxpool"), prepare=_pool_prepare, params=_POOL_PARAMS,
     short="pool",
     doc="Max pooling over the last 1 or 2 dims: [N, C, H, W] -> [N, C, floor_or_ceil((H + pads - kernel) / "
         "stride) + 1, ...].",
     cases=_pool_cases(),
-    lower=maxpool_lower, forward=maxpool_forward, vjp=maxpool_vjp,
+    lower=maxpool_lower, forward=maxpool_forward, vjp=maxpool_vjp, torch=maxpool_torch,
 ))
+
+def avgpool_torch(e):
+    a, nsp = e.a, len(e.a["kernel"])
+    x, padding = _pool_args(e, "0.0")
+    if x != e.x() and not a["count_include_pad"]:
+        raise ValueError("avgpool with asymmetric pads excluded from the count has no PyTorch lowering")
+    return (f"F.avg_pool{nsp}d({x}, {a['kernel']}, {a['stride']}, {padding}, ceil_mode={a['ceil_mode']}, "
+            f"count_include_pad={a['count_include_pad']})")
+
 
 AVGPOOL = register(Op(
     name="avgpool", inputs=("x",), infer=_pool_infer_for("avgpool"), prepare=_pool_prepare,
@@ -155,7 +182,7 @@ AVGPOOL = register(Op(
         "stride) + 1, ...]; padded cells are excluded from the mean unless count_include_pad.",
     cases=_pool_cases([Case((TensorType((1, 2, 6, 6)),), {"kernel": 3, "stride": 2, "padding": 1,
                                                           "count_include_pad": True}, "count_include_pad")]),
-    lower=avgpool_lower, forward=avgpool_forward, vjp=avgpool_vjp,
+    lower=avgpool_lower, forward=avgpool_forward, vjp=avgpool_vjp, torch=avgpool_torch,
 ))
 
 
@@ -191,6 +218,11 @@ def global_avgpool_lower(ctx, node):
         ctx.reduce("ReduceMean", x, range(2, t.rank), ctx.out(node), keepdims=False)
 
 
+def global_avgpool_torch(e):
+    dims = tuple(range(2, e.in_types[0].rank))
+    return f"{e.x()}.mean(dim={dims}, keepdim={e.a['keepdims']})"
+
+
 GLOBAL_AVGPOOL = register(Op(
     name="global_avgpool", inputs=("x",), infer=_gap_infer, params=(Param("keepdims", "bool", False),),
     short="gap",
@@ -200,7 +232,7 @@ GLOBAL_AVGPOOL = register(Op(
         Case((TensorType(("N", 3, 5, 5)),), {"keepdims": True}, "keepdims, symbolic batch"),
         Case((TensorType((2, 3, 8)),), note="1-D"),
     ],
-    lower=global_avgpool_lower, forward=global_avgpool_forward, vjp=global_avgpool_vjp,
+    lower=global_avgpool_lower, forward=global_avgpool_forward, vjp=global_avgpool_vjp, torch=global_avgpool_torch,
 ))
 
 
@@ -252,6 +284,10 @@ def adaptive_avgpool_lower(ctx, node):
             ctx.emit("MatMul", [ah, x], ctx.out(node))
 
 
+def adaptive_avgpool_torch(e):
+    return f"F.adaptive_avg_pool2d({e.x()}, {tuple(e.a['size'])})"
+
+
 ADAPTIVE_AVGPOOL = register(Op(
     name="adaptive_avgpool", inputs=("x",), infer=_adaptive_infer, prepare=_adaptive_prepare,
     params=(Param("size", "int2", doc="output size (int or [oh, ow])"),), short="apool",
@@ -266,7 +302,7 @@ ADAPTIVE_AVGPOOL = register(Op(
         Case((TensorType((1, 2, 3, 4)),), {"size": [5, 4]}, "upsampling H, same W"),
         Case((TensorType(("N", 4, 7, 7)),), {"size": 3}, "symbolic batch"),
     ],
-    lower=adaptive_avgpool_lower, forward=adaptive_avgpool_forward, vjp=adaptive_avgpool_vjp,
+    lower=adaptive_avgpool_lower, forward=adaptive_avgpool_forward, vjp=adaptive_avgpool_vjp, torch=adaptive_avgpool_torch,
 ))
 
 
@@ -313,6 +349,14 @@ def upsample_lower(ctx, node):
     ctx.emit("Resize", [ctx.x(node), "", scales], ctx.out(node), **kw)
 
 
+def upsample_torch(e):
+    a = e.a
+    scale = tuple(float(s) for s in a["scale"])
+    if a["mode"] == "nearest":
+        return f"F.interpolate({e.x()}, scale_factor={scale}, mode='nearest')"
+    return f"F.interpolate({e.x()}, scale_factor={scale}, mode='bilinear', align_corners={a['align_corners']})"
+
+
 UPSAMPLE = register(Op(
     name="upsample", inputs=("x",), infer=_up_infer, prepare=_up_prepare, short="up",
     params=(Param("scale", "int2", 2), Param("mode", "choice", "nearest", ("nearest", "bilinear")),
@@ -324,5 +368,5 @@ UPSAMPLE = register(Op(
         Case((TensorType((1, 2, 3, 3)),), {"scale": 2, "mode": "bilinear", "align_corners": True}, "align_corners"),
         Case((TensorType(("N", 2, "H", 4)),), {"scale": 2}, "symbolic"),
     ],
-    lower=upsample_lower, forward=upsample_forward, vjp=upsample_vjp,
+    lower=upsample_lower, forward=upsample_forward, vjp=upsample_vjp, torch=upsample_torch,
 ))

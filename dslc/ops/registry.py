@@ -92,6 +92,7 @@ class Op:
     lower: Callable | None = None
     forward: Callable | None = None
     vjp: Callable | None = None
+    torch: Callable | None = None            # PyTorch lowering (dslc/torchgen), see the contract below
 
     def __post_init__(self):
         if not self.short:
@@ -154,6 +155,11 @@ def _load_all():
 # itself, param returns its weight array): callers never write into arrays they did not allocate.
 # Kernels keep the inputs' float dtype (float32 training, float64 gradient checks): see dslc/kernels/.
 # lower(ctx, node) -> None  (ONNX issue; see dslc/lowering)
+# torch(e) -> str  (dslc/torchgen/codegen.py Emit): one Python expression computing the op's output (a tuple
+#     expression for several) in the generated PyTorch module, from e.x(i) / e.xs (the inputs' variable names),
+#     e.w(key) (the node's weight), e.a (attrs), e.in_types / e.out_types, e.training ("self.training") and
+#     e.helper(name) (a function of dslc/torchgen/helpers.py pasted into the module). It must compute what
+#     `forward` computes (tests/torchgen checks every case to 1e-5, and autograd's gradients against `vjp`).
 
 
 def coerce_param(p: Param, value: Any) -> Any:

@@ -57,6 +57,12 @@ def flatten_lower(ctx, node):
         reshape(ctx, ctx.x(node), src, dst, ctx.out(node))
 
 
+def flatten_torch(e):
+    if e.in_types[0].rank == 0:
+        return f"{e.x()}.reshape(1)"
+    return f"torch.flatten({e.x()}, {e.a['start']}, {e.a['end']})"
+
+
 FLATTEN = register(Op(
     name="flatten", inputs=("x",), infer=_flatten_infer, category="shape",
     params=(Param("start", "int", 1), Param("end", "int", -1)),
@@ -67,7 +73,7 @@ FLATTEN = register(Op(
         Case((TensorType((2, 3, 4, 5)),), {"start": 1, "end": 2}, "middle dims"),
         Case((TensorType((2, "T", 4)),), {"start": 0, "end": 1}, "symbolic dim merged"),
     ],
-    lower=flatten_lower, forward=flatten_forward, vjp=reshape_vjp,
+    lower=flatten_lower, forward=flatten_forward, vjp=reshape_vjp, torch=flatten_torch,
 ))
 
 
@@ -149,6 +155,13 @@ def reshape_lower(ctx, node):
     ctx.emit("Reshape", [ctx.x(node), ctx.ints(ctx.attrs(node)["shape"])], ctx.out(node))
 
 
+def reshape_torch(e):
+    """0 copies the input's dim (ONNX's rule), read from the tensor so symbolic dims stay symbolic."""
+    x = e.x()
+    dims = [f"{x}.shape[{i}]" if v == 0 else str(v) for i, v in enumerate(e.a["shape"])]
+    return f"{x}.reshape({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+
+
 RESHAPE = register(Op(
     name="reshape", inputs=("x",), infer=_reshape_infer, prepare=_reshape_prepare, category="shape",
     params=(Param("shape", "shape", doc="target shape; 0 copies the input dim at that position, one -1 is inferred"),),
@@ -159,7 +172,7 @@ RESHAPE = register(Op(
         Case((TensorType(("N", 3, 4)),), {"shape": [0, -1, 2]}, "symbolic batch via 0"),
         Case((TensorType((2, 12)),), {"shape": [-1, 3, 4]}, "-1 leading"),
     ],
-    lower=reshape_lower, forward=reshape_forward, vjp=reshape_vjp,
+    lower=reshape_lower, forward=reshape_forward, vjp=reshape_vjp, torch=reshape_torch,
 ))
 
 
@@ -190,6 +203,10 @@ def transpose_lower(ctx, node):
     ctx.emit("Transpose", [ctx.x(node)], ctx.out(node), perm=perm)
 
 
+def transpose_torch(e):
+    return f"{e.x()}.permute{tuple(e.a['perm'])}"
+
+
 TRANSPOSE = register(Op(
     name="transpose", inputs=("x",), infer=_transpose_infer, category="shape",
     params=(Param("perm", "ints", doc="output axis i is input axis perm[i]"),),
@@ -199,7 +216,7 @@ TRANSPOSE = register(Op(
         Case((TensorType(("N", 3, 4, 5)),), {"perm": [0, 2, 3, 1]}, "NCHW -> NHWC, symbolic batch"),
         Case((TensorType((2, 3, 4)),), {"perm": [0, 2, 1]}),
     ],
-    lower=transpose_lower, forward=transpose_forward, vjp=transpose_vjp,
+    lower=transpose_lower, forward=transpose_forward, vjp=transpose_vjp, torch=transpose_torch,
 ), aliases=("permute",))
 
 
@@ -247,6 +264,10 @@ def concat_lower(ctx, node):
     ctx.emit("Concat", xs, ctx.out(node), axis=ctx.attrs(node)["axis"])
 
 
+def concat_torch(e):
+    return f"torch.cat([{', '.join(e.xs)}], dim={e.a['axis']})"
+
+
 CONCAT = register(Op(
     name="concat", inputs=("*xs",), infer=_concat_infer, category="shape",
     params=(Param("axis", "int", 1),),
@@ -257,7 +278,7 @@ CONCAT = register(Op(
         Case((TensorType((2, 3)), TensorType((2, 4))), {"axis": -1}, "negative axis"),
         Case((TensorType((1, 4)), TensorType(("N", 4))), {"axis": 0}, "symbolic along the axis"),
     ],
-    lower=concat_lower, forward=concat_forward, vjp=concat_vjp,
+    lower=concat_lower, forward=concat_forward, vjp=concat_vjp, torch=concat_torch,
 ))
 
 
@@ -317,6 +338,15 @@ def slice_lower(ctx, node):
     ctx.emit("Slice", ins, ctx.out(node))
 
 
+def slice_torch(e):
+    a = e.a
+    if a["step"] is not None and a["step"] < 0:
+        raise ValueError("slice with a negative step has no PyTorch lowering")
+    axis = a["axis"] % e.in_types[0].rank
+    part = ":".join("" if v is None else str(v) for v in (a["start"], a["end"], a["step"]))
+    return f"{e.x()}[{':, ' * axis}{part}]"
+
+
 SLICE = register(Op(
     name="slice", inputs=("x",), infer=_slice_infer, prepare=_slice_prepare, category="shape",
     params=(Param("axis", "int"), Param("start", "int"), Param("end", "int"), Param("step", "int", 1)),
@@ -327,7 +357,7 @@ SLICE = register(Op(
         Case((TensorType((2, 3, 8)),), {"axis": 2, "start": 0, "end": 8, "step": 3}, "step"),
         Case((TensorType(("N", 5, 4)),), {"axis": 1, "start": 0, "end": 1}, "class token, symbolic batch"),
     ],
-    lower=slice_lower, forward=slice_forward, vjp=slice_vjp,
+    lower=slice_lower, forward=slice_forward, vjp=slice_vjp, torch=slice_torch,
 ))
 
 
@@ -374,6 +404,10 @@ def split_lower(ctx, node):
     ctx.emit("Split", [ctx.x(node), ctx.ints(a["sizes"], "split")], outs, axis=a["axis"])
 
 
+def split_torch(e):
+    return f"torch.split({e.x()}, {list(e.a['sizes'])}, dim={e.a['axis']})"
+
+
 SPLIT = register(Op(
     name="split", inputs=("x",), infer=_split_infer, prepare=_split_prepare, category="shape",
     params=(Param("sizes", "ints", doc="one size per output"), Param("axis", "int", 1)),
@@ -382,7 +416,7 @@ SPLIT = register(Op(
         Case((TensorType((2, 6, 4)),), {"sizes": [2, 4]}),
         Case((TensorType(("N", 4, 6)),), {"sizes": [2, 2, 2], "axis": -1}, "three outputs, symbolic batch"),
     ],
-    lower=split_lower, forward=split_forward, vjp=split_vjp,
+    lower=split_lower, forward=split_forward, vjp=split_vjp, torch=split_torch,
 ))
 
 
@@ -439,6 +473,11 @@ def mean_lower(ctx, node):
     ctx.reduce("ReduceMean", ctx.x(node), axes, ctx.out(node), keepdims=a["keepdims"])
 
 
+def mean_torch(e):
+    axes = e.a.get("axes") or tuple(sorted({a % e.in_types[0].rank for a in e.a["axis"]}))
+    return f"{e.x()}.mean(dim={tuple(axes)}, keepdim={e.a['keepdims']})"
+
+
 MEAN = register(Op(
     name="mean", inputs=("x",), infer=_mean_infer, prepare=_mean_prepare, category="shape",
     params=(Param("axis", "ints", doc="an axis or a list of axes"), Param("keepdims", "bool", False)),
@@ -449,7 +488,7 @@ MEAN = register(Op(
         Case((TensorType((2, 3, 4, 4)),), {"axis": [2, 3], "keepdims": True}, "spatial, keepdims"),
         Case((TensorType(("N", "T", 8)),), {"axis": -2}, "mean over tokens, symbolic"),
     ],
-    lower=mean_lower, forward=mean_forward, vjp=mean_vjp,
+    lower=mean_lower, forward=mean_forward, vjp=mean_vjp, torch=mean_torch,
 ))
 
 
@@ -488,6 +527,10 @@ def expand_batch_lower(ctx, node):
     ctx.emit("Expand", [t, shape], ctx.out(node))
 
 
+def expand_batch_torch(e):
+    return f"{e.x(0)}.expand({e.x(1)}.shape[0], *{e.x(0)}.shape[1:])"
+
+
 EXPAND_BATCH = register(Op(
     name="expand_batch", inputs=("t", "like"), infer=_expand_batch_infer, category="shape",
     doc="Broadcast t [1, ...] along axis 0 to like's batch size: -> [like.shape[0], *t.shape[1:]] "
@@ -496,5 +539,5 @@ EXPAND_BATCH = register(Op(
         Case((TensorType((1, 1, 8)), TensorType((2, 4, 8)))),
         Case((TensorType((1, 1, 4)), TensorType(("N", 3, 4))), note="symbolic batch"),
     ],
-    lower=expand_batch_lower, forward=expand_batch_forward, vjp=expand_batch_vjp,
+    lower=expand_batch_lower, forward=expand_batch_forward, vjp=expand_batch_vjp, torch=expand_batch_torch,
 ))

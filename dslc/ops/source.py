@@ -44,6 +44,10 @@ def param_lower(ctx, node):
     ctx.alias(node, ctx.weight(node, "value"))
 
 
+def param_torch(e):
+    return e.w("value")
+
+
 PARAM = register(Op(
     name="param", inputs=(), infer=lambda ins, attrs: [TensorType(tuple(attrs["shape"]))], prepare=_param_prepare,
     weights=lambda ins, attrs: {"value": WeightSpec(tuple(attrs["shape"]), _param_init(attrs))},
@@ -57,7 +61,7 @@ PARAM = register(Op(
         Case((), {"shape": [1, 5, 8], "init": "normal", "std": 0.02}, "position embedding"),
         Case((), {"shape": [4], "init": "ones"}),
     ],
-    lower=param_lower, forward=param_forward, vjp=param_vjp,
+    lower=param_lower, forward=param_forward, vjp=param_vjp, torch=param_torch,
 ))
 
 
@@ -67,10 +71,15 @@ def constant_lower(ctx, node):
     ctx.alias(node, ctx.const(a["value"], NUMPY_DTYPE[a["dtype"]], "scalar"))
 
 
+def constant_torch(e):
+    dtype = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool": "bool"}[e.a["dtype"]]
+    return f"torch.tensor({e.a['value']!r}, dtype=torch.{dtype})"
+
+
 CONSTANT = register(Op(
     name="constant", inputs=(), infer=lambda ins, attrs: [TensorType((), attrs["dtype"])], category="source",
     params=(Param("value", "float"), Param("dtype", "choice", "f32", DTYPES)),
     doc="A scalar constant `value` of `dtype`; shape [].",
     cases=[Case((), {"value": 1.5}), Case((), {"value": 2, "dtype": "f32"})],
-    lower=constant_lower, forward=constant_forward, vjp=constant_vjp,
+    lower=constant_lower, forward=constant_forward, vjp=constant_vjp, torch=constant_torch,
 ))

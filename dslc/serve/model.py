@@ -20,7 +20,8 @@ class ModelLoadError(Exception):
         self.plain = plain
 
 
-def load_model_source(path, weights=None, precision: str = "fp32", calibration: str | None = None) -> bytes:
+def load_model_source(path, weights=None, precision: str = "fp32", calibration: str | None = None,
+                      fp16_io: bool = False) -> bytes:
     """Serialized ONNX for a model file: a .onnx is read as is; a .net is compiled (with its weights) first.
 
     The .net path goes through dslc.lowering.compile (load_program, then compile_graph with the batch dim left
@@ -51,7 +52,7 @@ def load_model_source(path, weights=None, precision: str = "fp32", calibration: 
             raise ModelLoadError(f"{path}: the model is over 2 GB; compile it with `dslc compile` and serve "
                                  f"the .onnx file", code=2)
         if precision != "fp32":
-            return _reduced(path, info, precision, calibration)
+            return _reduced(path, info, precision, calibration, fp16_io)
         return info.data
     if weights is not None:
         raise ModelLoadError(f"{path}: --weights applies to .net files only; an .onnx file carries its weights",
@@ -62,12 +63,12 @@ def load_model_source(path, weights=None, precision: str = "fp32", calibration: 
         raise ModelLoadError(f"{path}: cannot read: {e.strerror or e}", code=2) from None
 
 
-def _reduced(path, info, precision: str, calibration: str | None) -> bytes:
+def _reduced(path, info, precision: str, calibration: str | None, fp16_io: bool) -> bytes:
     import sys
 
     from dslc.lowering.precision import PrecisionError, reduce_for_graph
     try:
-        reduced, comparison = reduce_for_graph(info.data, precision, info.g, calibration)
+        reduced, comparison = reduce_for_graph(info.data, precision, info.g, calibration, fp16_io=fp16_io)
     except PrecisionError as e:
         raise ModelLoadError(f"{path}: --precision {precision}: {e}", code=e.code) from None
     print(f"dslc serve: {path}: {comparison.describe()}", file=sys.stderr, flush=True)

@@ -190,7 +190,9 @@ class ModelControl:
             raise ProtocolError(400, f"failed to load '{name}': {error}")
 
     async def unload(self, name: str) -> None:
-        self._check_name(name, "unload")
+        mdir = self._check_name(name, "unload")
+        if name not in self.app.models and not mdir.is_dir():
+            raise ProtocolError(400, f"failed to unload '{name}': no such model")
         async with self._lock(name):
             old = self.app.models.pop(name, None)
             self.app.latest.pop(name, None)
@@ -208,16 +210,12 @@ class ModelControl:
         loop = asyncio.get_running_loop()
         prints = fingerprint(mdir)
         try:
-            entry = triton.scan_model(mdir)
+            cfg = None
             if config_json is not None:
                 cfg = json.loads(config_json) if isinstance(config_json, str) else config_json
                 if not isinstance(cfg, dict):
                     raise triton.ConfigError("the 'config' parameter must be a JSON model configuration")
-                entry = {**entry, "config": cfg,
-                         "versions": triton.select_versions(cfg, triton._version_dirs(
-                             mdir, cfg.get("default_model_filename") or triton.DEFAULT_FILENAME))}
-                if not entry["versions"]:
-                    raise triton.ConfigError(f"{mdir}: the version_policy selects no version")
+            entry = triton.scan_model(mdir, cfg)
             models: list[ServedModel] = await loop.run_in_executor(None, self.make_models, entry)
             for m in models:
                 await loop.run_in_executor(None, m.load)

@@ -81,7 +81,8 @@ def gather_models(args) -> list[ServedModel]:
                              f"`dslc compile --precision {args.precision}`")
         source = load_model_source(path, args.weights if path.suffix == ".net" else None,
                                    precision=getattr(args, "precision", "fp32"),
-                                   calibration=getattr(args, "calibration", None))
+                                   calibration=getattr(args, "calibration", None),
+                                   fp16_io=getattr(args, "fp16_io", False))
         models.append(ServedModel(name, "1", source, origin=str(path), **common))
     if args.repository:
         try:
@@ -110,15 +111,18 @@ def models_for_entry(entry: dict, common: dict) -> list[ServedModel]:
 
 def startup_entries(args) -> list[dict]:
     """The repository models to load at startup: all of them, except in explicit model control, where only
-    the --load-model ones are (Triton's rule; `*` loads all)."""
+    the --load-model ones are (Triton's rule; `*` loads all).  With model control a repository may start
+    empty (models are loaded, or polled, into it later)."""
     from dslc.serve import triton
     mode = getattr(args, "model_control_mode", "none")
     wanted = getattr(args, "load_model", None) or []
-    if mode != "explicit" or "*" in wanted:
+    if mode == "none":
         return triton.scan_repository(args.repository)
     root = Path(args.repository)
     if not root.is_dir():
         raise triton.ConfigError(f"model repository {root} is not a directory")
+    if mode == "poll" or "*" in wanted:
+        return [triton.scan_model(d) for d in triton.model_dirs(root)]
     missing = [n for n in wanted if not (root / n).is_dir()]
     if missing:
         raise triton.ConfigError(f"--load-model {missing[0]}: no such model directory in {root}")
@@ -202,7 +206,8 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
     if control:
         from dslc.serve.repository import ModelControl
         app.control = ModelControl(app, **control)
-    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on",   # auto: uvloop, httptools when installed log_level="warning", access_log=False,
+    # loop/http "auto": uvloop and httptools when installed
+    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)

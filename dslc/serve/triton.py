@@ -350,10 +350,12 @@ def model_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_model(mdir: Path) -> dict:
-    """{name, config, versions} for one model directory of a repository (ConfigError when it cannot serve)."""
+def scan_model(mdir: Path, cfg: dict | None = None) -> dict:
+    """{name, config, versions} for one model directory of a repository (ConfigError when it cannot serve);
+    `cfg` in place of its config.pbtxt (a load request's configuration override)."""
     cfg_path = mdir / "config.pbtxt"
-    cfg = read_config(cfg_path) if cfg_path.is_file() else {}
+    if cfg is None:
+        cfg = read_config(cfg_path) if cfg_path.is_file() else {}
     name = cfg.get("name") or mdir.name
     if name != mdir.name:
         raise ConfigError(f"{cfg_path}: name '{name}' does not match its directory '{mdir.name}'")

@@ -53,7 +53,7 @@ class NumpyEngine:
         params = {k: self.exe.weights[k] for k in self.exe.trainable}
         if params_check is not None:
             params_check(params)
-        self.opt = make_optimizer(settings.optimizer, params)
+        self.opt = make_optimizer(settings.optimizer, params, paired=self.exe.paired_updates())
         self.full_batch = getattr(self.opt, "full_batch", False)
         if self.full_batch:
             self.opt.check_graph(g)

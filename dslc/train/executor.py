@@ -144,6 +144,7 @@ class Executor:
         self.workers = (thread_budget() if workers is None else max(1, int(workers))) if can_control_blas() else 1
         self._split_ok: bool | None = None
         self._lanes_ok: bool | None = False if lanes is False else None   # lanes=False: never (benchmarks)
+        self._lanes_wanted = lanes is not False
         self.split_parts = 2
         self._half_ctx = None
         self._gbuf: dict[str, np.ndarray] = {}
@@ -212,11 +213,15 @@ class Executor:
             back = n in flows
             if back and op.vjp is None:
                 raise ExecutorError(f"op `{op.name}` (node `{n}`) has no gradient (vjp) yet, so it cannot be trained")
+            forward, vjp = op.forward, op.vjp
+            if op.name == "linear" and self._uses_lanes():   # the one place lanes enter a plan
+                from dslc.kernels.split_dense import lane_linear
+                forward, vjp = lane_linear(forward, vjp)
             ws = {key: self.weights[f"{n}.{key}"] for key in nd["weights"]}
             grad_names = {key: f"{n}.{key}" for key, spec in nd["weights"].items() if spec.trainable}
             in_slots = tuple(slots[(src, idx)] for src, idx in nd["inputs"])
             needs = tuple(src in flows for src, _ in nd["inputs"])
-            steps.append(Step(n, op.name, op.forward, op.vjp, in_slots,
+            steps.append(Step(n, op.name, forward, vjp, in_slots,
                               tuple(slots[(n, j)] for j in range(len(nd["outputs"]))), ws, grad_names,
                               dict(nd["attrs"]), needs, back))
 
@@ -409,6 +414,14 @@ class Executor:
                 and weight_cut(self.weights[f"{n}.weight"]) is not None for n in self.g)
         return self._lanes_ok
 
+    def paired_updates(self):
+        """The optimiser's two-halves updater for this executor's weights (Optimizer.use_paired_updates): the
+        compiled lane's where it runs here and two threads are ours, else None (the optimiser's own helper)."""
+        if self.workers < 2 or not self._lanes_wanted:
+            return None
+        from dslc.train.lanes import native_available, paired_update
+        return paired_update if native_available() else None
+
     @contextlib.contextmanager
     def _lanes(self, ctx):
         """Around a run: BLAS held at one thread and the lane in the context, when this executor uses lanes.
@@ -441,7 +454,7 @@ class Executor:
         ...), each with single-threaded BLAS; the graph has no op that mixes samples (batch_separable) and every
         loss is a mean over the batch, so the step's loss and gradients are the chunks' averaged with weights
         n_i / n. Smaller chunks also keep each one's intermediates in cache. Deterministic for a batch size."""
-        from dslc.train.lanes import run_pair
+        from dslc.train.parallel import run_pair
         from dslc.train.parallel import blas_threads
         xs = [np.asarray(a) for a in inputs]
         ys = [np.asarray(a) for a in targets]

@@ -18,41 +18,19 @@ The cut is static (weight shapes only), so results never depend on timing: the s
 weights. On a loaded machine, where the helper keeps arriving late (its core is shared with other work), the
 lane runs both halves on the main thread for a while: the same calls on the same data, so the same results
 (measured beside a CPU hog: about 0.9-1.1 ms per MLP step, against 3.6-5.0 ms with OpenBLAS's own threads).
-`run_pair` is the plain Python hand-off, for coarse work (the batch-parallel convolutional step).
 """
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dslc.kernels.split_dense import SPLIT_MIN, split_column  # noqa: F401  (re-exported for the optimiser)
+from dslc.kernels.split_dense import SPLIT_MIN, split_column  # noqa: F401  (re-exported)
+from dslc.train.parallel import helper, run_pair  # noqa: F401  (re-exported)
 
-_POOL: ThreadPoolExecutor | None = None
 _LANE: "Lane | None" = None
 _LOCK = threading.Lock()
-
-
-def helper() -> ThreadPoolExecutor:
-    """A Python helper thread for coarse work (created on first use)."""
-    global _POOL
-    if _POOL is None:
-        with _LOCK:
-            if _POOL is None:
-                _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-helper")
-    return _POOL
-
-
-def run_pair(on_helper, on_main):
-    """Run on_helper() on the Python helper thread while on_main() runs here; returns (helper's, main's)."""
-    fut = helper().submit(on_helper)
-    try:
-        b = on_main()
-    finally:
-        a = fut.result()
-    return a, b
 
 
 def native_available() -> bool:
@@ -200,3 +178,23 @@ class Lane:
             raise ValueError("sgd_pair needs its four scalars as a float32 array")
         with self._busy:
             self._run(self._k.sgd_pair, *on_helper, *on_main, scalars, bool(first), bool(nesterov))
+
+
+_EMPTY = np.empty(0, np.float32)
+
+
+def paired_update(opt, a0, g0, a1, g1, lr) -> bool:
+    """An optimiser's two halves of one parameter on the compiled lane (Optimizer.use_paired_updates): the first
+    half on the helper, the one that computed that block of a split linear layer's weight gradient, so it is
+    still in that core's cache. The same compiled update as the optimiser's own, bit for bit."""
+    scalars = opt.kernel_scalars(lr)
+    if opt.kernel == "adam":
+        lane().adam_pair((a0["p"], a0["m"], a0["v"], np.ascontiguousarray(g0)),
+                         (a1["p"], a1["m"], a1["v"], np.ascontiguousarray(g1)), scalars)
+        return True
+    if opt.kernel == "sgd":
+        lane().sgd_pair((a0["p"], a0.get("momentum", _EMPTY), np.ascontiguousarray(g0)),
+                        (a1["p"], a1.get("momentum", _EMPTY), np.ascontiguousarray(g1)), scalars, opt.t == 1,
+                        opt.nesterov)
+        return True
+    return False

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dslc.train.lanes import helper, split_column
+from dslc.train.parallel import halves_cut, helper
 
 F32 = np.float32
 _EMPTY = np.empty(0, F32)   # "no momentum buffer" for the SGD kernel
@@ -50,13 +50,13 @@ TRIAL_STEPS = 8       # steps timed each way (one thread / two) before the optim
 class Optimizer(ABC):
     """Base: parameters (float32 arrays, updated in place) and per-parameter state arrays.
 
-    The update of one parameter is one compiled elementwise kernel over flat views (`_apply`); large
-    parameters may be cut into two halves updated concurrently by a helper thread and the caller (the kernels
-    release the GIL), which is bit-for-bit the same as one pass. SGD, Adam and AdamW hand their first halves to
-    the compiled lane (dslc/train/lanes.py: a few microseconds per hand-off, and the half a split linear
-    layer's helper computed the gradient of), always. Without the lane (numpy built against another BLAS) a
-    Python helper thread does it (20-50 us per hand-off): whether that pays depends on how busy the machine
-    is, so unless `threads` is given the first steps are timed both ways and the faster is kept."""
+    The update of one parameter is one compiled elementwise kernel over flat views (`_apply`, its float32
+    scalars from `kernel_scalars`); large parameters may be cut into two halves updated concurrently, which is
+    bit-for-bit the same as one pass. Who runs the halves: a `paired` updater given by the caller
+    (`use_paired_updates(fn)`, fn(optimizer, half0, grad0, half1, grad1, lr) -> bool, True when it ran both;
+    the executor offers one where it has a cheaper hand-off than a Python thread), else a Python helper thread
+    (20-50 us per hand-off): whether that pays depends on how busy the machine is, so unless `threads` is given
+    the first steps are timed both ways and the faster is kept."""
     name = "optimizer"
     state_keys: tuple[str, ...] = ()
 
@@ -85,18 +85,20 @@ class Optimizer(ABC):
             arrays = {"p": _flat(p), **{s: _flat(a) for s, a in self.state[k].items()}}
             n = p.size
             self._whole[k] = [(slice(0, n), arrays)]
-            # the halves are the lanes' (dslc/train/lanes.py): the first is updated on the helper thread that
-            # computed that block of a split linear layer's weight gradient, so it is still in that core's cache
-            cut = split_column(p)
+            cut = halves_cut(p)
             self._split[k] = self._whole[k] if cut is None else [
                 (sl, {a: v[sl] for a, v in arrays.items()}) for sl in (slice(0, cut), slice(cut, n))]
-        can_split = self.threads >= 2 and any(len(v) > 1 for v in self._split.values())
-        # the compiled lane's hand-off costs a few microseconds, and its halves are the ones a split linear layer
-        # left in each core's cache: always worth it. The Python helper's costs 20-50 us: two threads then pay
-        # off on an idle machine and lose on a busy one, so time both over the first steps.
-        native = can_split and self._pairs_natively()
-        self._mode = "split" if native or (can_split and threads is not None) else ("auto" if can_split else "whole")
+        self._can_split = self.threads >= 2 and any(len(v) > 1 for v in self._split.values())
+        self._paired = None
+        self._mode = "split" if self._can_split and threads is not None else ("auto" if self._can_split else "whole")
         self._trial: dict[str, list[float]] = {"whole": [], "split": []}
+
+    def use_paired_updates(self, paired) -> None:
+        """Run the two halves of large parameters with `paired` (see the class docstring); a hand-off that costs
+        a few microseconds always pays, so the halves are then always used (with two threads)."""
+        self._paired = paired
+        if paired is not None and self._can_split:
+            self._mode = "split"
 
     @property
     def _parts(self):
@@ -121,7 +123,7 @@ class Optimizer(ABC):
             parts = parts_of[k]
             if len(parts) > 1:
                 (sl0, v0), (sl1, v1) = parts
-                if not self._apply_pair(v0, g[sl0], v1, g[sl1], lr):
+                if self._paired is None or not self._paired(self, v0, g[sl0], v1, g[sl1], lr):
                     futures.append(helper().submit(self._apply, v0, g[sl0], lr))
                     later.append((v1, g[sl1]))
             else:
@@ -142,19 +144,11 @@ class Optimizer(ABC):
     def _prepare_step(self, lr: float) -> None:
         """Scalars shared by every parameter's update this step."""
 
-    native_pairs = False   # the subclass has a compiled lane task (_apply_pair)
+    kernel = ""   # the compiled elementwise update (dslc.kernels.jit) `_apply` runs: "sgd" or "adam"
 
-    def _pairs_natively(self) -> bool:
-        """Whether _apply_pair runs on the compiled lane."""
-        if not self.native_pairs:
-            return False
-        from dslc.train.lanes import native_available
-        return native_available()
-
-    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
-        """Update two halves at once on the compiled lane (dslc/train/lanes.py: the helper's half is the block
-        of a split linear layer it computed the gradient of), or return False to use the Python helper."""
-        return False
+    def kernel_scalars(self, lr) -> np.ndarray:
+        """The float32 scalars of this step's compiled update (after _prepare_step)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _apply(self, a: dict[str, np.ndarray], g: np.ndarray, lr: float) -> None:
@@ -181,7 +175,7 @@ class Optimizer(ABC):
 class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + (g + wd * p); Nesterov uses g + momentum * v as the step."""
     name = "sgd"
-    native_pairs = True
+    kernel = "sgd"
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0,
                  threads=None):
@@ -193,20 +187,13 @@ class SGD(Optimizer):
         super().__init__(params, lr, weight_decay, threads)
         self.momentum, self.nesterov, self.dampening = float(momentum), bool(nesterov), float(dampening)
 
+    def kernel_scalars(self, lr) -> np.ndarray:
+        """sgd_update's scalars, float32: lr, momentum, 1 - dampening, weight decay."""
+        return np.array([lr, self.momentum, 1.0 - self.dampening, self.weight_decay], F32)
+
     def _apply(self, a, g, lr):
         from dslc.kernels.jit import sgd_update
-        sgd_update(a["p"], a.get("momentum", _EMPTY), g, F32(lr), F32(self.momentum), F32(1.0 - self.dampening),
-                   F32(self.weight_decay), self.t == 1, self.nesterov)
-
-    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
-        from dslc.train.lanes import lane
-        if not self._pairs_natively():
-            return False
-        scalars = np.array([lr, self.momentum, 1.0 - self.dampening, self.weight_decay], F32)
-        lane().sgd_pair((a0["p"], a0.get("momentum", _EMPTY), np.ascontiguousarray(g0)),
-                        (a1["p"], a1.get("momentum", _EMPTY), np.ascontiguousarray(g1)), scalars, self.t == 1,
-                        self.nesterov)
-        return True
+        sgd_update(a["p"], a.get("momentum", _EMPTY), g, *self.kernel_scalars(lr), self.t == 1, self.nesterov)
 
 
 class Adam(Optimizer):
@@ -220,7 +207,7 @@ class Adam(Optimizer):
     name = "adam"
     state_keys = ("m", "v")
     decoupled = False
-    native_pairs = True
+    kernel = "adam"
 
     def __init__(self, params, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, betas=None,
                  threads=None):
@@ -242,7 +229,7 @@ class Adam(Optimizer):
         self._eps_s = self.eps / s
         self._step_scale = lr * (1.0 - self.beta1) / (bc1 * s)
 
-    def _scalars(self, lr) -> np.ndarray:
+    def kernel_scalars(self, lr) -> np.ndarray:
         """adam_update's six scalars, float32: beta1, beta2, step_scale, eps_s, l2, decay."""
         l2 = 0.0 if self.decoupled else self.weight_decay
         decay = 1.0 - lr * self.weight_decay if self.decoupled else 1.0
@@ -250,16 +237,7 @@ class Adam(Optimizer):
 
     def _apply(self, a, g, lr):
         from dslc.kernels.jit import adam_update
-        adam_update(a["p"], a["m"], a["v"], g, *self._scalars(lr))
-
-    def _apply_pair(self, a0, g0, a1, g1, lr) -> bool:
-        from dslc.train.lanes import lane
-        if not self._pairs_natively():
-            return False
-        scalars = self._scalars(lr)
-        lane().adam_pair((a0["p"], a0["m"], a0["v"], np.ascontiguousarray(g0)),
-                         (a1["p"], a1["m"], a1["v"], np.ascontiguousarray(g1)), scalars)
-        return True
+        adam_update(a["p"], a["m"], a["v"], g, *self.kernel_scalars(lr))
 
     def state_dict(self):
         arrays, meta = super().state_dict()   # the scaled moments, exactly (a resumed run must be bit-identical)
@@ -284,8 +262,10 @@ _OPT_KEYS = {
 }
 
 
-def make_optimizer(spec: dict | str, params: dict[str, np.ndarray], lr: float | None = None) -> Optimizer:
-    """From a train-section spec {"name": "adam", "lr": 1e-3, ...}; `lr` (the --lr flag) overrides."""
+def make_optimizer(spec: dict | str, params: dict[str, np.ndarray], lr: float | None = None,
+                   paired=None) -> Optimizer:
+    """From a train-section spec {"name": "adam", "lr": 1e-3, ...}; `lr` (the --lr flag) overrides; `paired`:
+    a two-halves updater (Optimizer.use_paired_updates), e.g. Executor.paired_updates()."""
     if isinstance(spec, str):
         spec = {"name": spec}
     spec = dict(spec)
@@ -301,9 +281,12 @@ def make_optimizer(spec: dict | str, params: dict[str, np.ndarray], lr: float | 
     if lr is not None:
         spec["lr"] = lr
     try:
-        return table[name](params, **spec)
+        opt = table[name](params, **spec)
     except TypeError as e:  # a list where a number was expected, ...
         raise OptimizerError(f"optimizer {name}: {e}") from None
+    if paired is not None and isinstance(opt, Optimizer):
+        opt.use_paired_updates(paired)
+    return opt
 
 
 # ---------------------------------------------------------------------------------------------- schedules

@@ -13,7 +13,25 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+
+from dslc.kernels.split_dense import split_column as halves_cut  # noqa: F401  (where a parameter is halved)
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def helper() -> ThreadPoolExecutor:
+    """A Python helper thread for coarse work (created on first use): the other half of a large optimiser
+    update, or of a batch (the executor's batch-parallel step)."""
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dslc-helper")
+    return _POOL
 
 
 def thread_budget() -> int:
@@ -25,6 +43,16 @@ def thread_budget() -> int:
         return min(len(os.sched_getaffinity(0)), 2)
     except (AttributeError, OSError):
         return min(os.cpu_count() or 1, 2)
+
+
+def run_pair(on_helper, on_main):
+    """Run on_helper() on the Python helper thread while on_main() runs here; returns (helper's, main's)."""
+    fut = helper().submit(on_helper)
+    try:
+        b = on_main()
+    finally:
+        a = fut.result()
+    return a, b
 
 
 class _OpenBLAS:

@@ -149,3 +149,28 @@ def test_train_and_serve_take_precision(tmp_path, capsys):
     assert "int8 vs fp32" in capsys.readouterr().err
     with pytest.raises(UsageError, match="--precision applies to .net models"):
         gather_models(Namespace(**{**vars(args), "models": [str(out)]}))
+
+
+def test_fp16_io_makes_fp16_inputs_and_outputs(trained, capsys):
+    out = trained["dir"] / "io16.onnx"
+    rc = main(["compile", str(LENET), "--weights", str(trained["weights"]), "--precision", "fp16", "--fp16-io",
+               "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "fp16 vs fp32 on 2000 held-out samples" in text, text
+    s = _session(out.read_bytes())
+    assert s.get_inputs()[0].type == "tensor(float16)" and s.get_outputs()[0].type == "tensor(float16)"
+    x = np.zeros((2, 1, 28, 28), np.float16)
+    assert s.run(None, {"x": x})[0].dtype == np.float16
+    assert main(["compile", str(LENET), "--precision", "int8", "--fp16-io", "-o", str(out)]) == 2
+    assert "--fp16-io goes with --precision fp16" in capsys.readouterr().err
+
+
+def test_reduced_precision_compiles_never_import_torch(tmp_path):
+    import subprocess
+    import sys
+    code = (f"import sys; from dslc.cli import main; "
+            f"assert main(['compile', {str(LENET)!r}, '--precision', 'int8', '-q', '-o', {str(tmp_path / 'a.onnx')!r}]) == 0; "
+            f"assert main(['compile', {str(LENET)!r}, '--precision', 'fp16', '-q', '-o', {str(tmp_path / 'b.onnx')!r}]) == 0; "
+            f"assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -84,3 +84,20 @@ def test_schema_and_validate_reject_what_kserve_rejects():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(typo, SCHEMA)
     assert kserve.isvc_name("My_Model.v1") == "my-model-v1" and kserve.isvc_name("1x") is None
+
+
+def test_export_of_a_net_at_int8(tmp_path, model_dir, capsys):
+    import onnx
+    from dslc.train.data import default_mnist_dir
+    if not list(default_mnist_dir().glob("t10k-images*")):
+        pytest.skip("MNIST not found (DSLC_DATA_DIR)")
+    net = Path(__file__).resolve().parents[2] / "networks" / "lenet5.net"
+    repo = tmp_path / "repo"
+    assert main(["export-kserve", str(net), "--repository", str(repo), "--precision", "int8",
+                 "-o", str(tmp_path / "m.yaml")]) == 0
+    assert "int8 vs fp32" in capsys.readouterr().err
+    ops = {n.op_type for n in onnx.load(str(repo / "lenet5" / "1" / "model.onnx")).graph.node}
+    assert "QuantizeLinear" in ops
+    assert main(["export-triton", str(model_dir / "lenet.onnx"), "--repository", str(repo), "--precision",
+                 "fp16"]) == 2
+    assert "--precision applies to .net models" in capsys.readouterr().err

@@ -107,11 +107,13 @@ def test_poll_reloads_a_changed_model_under_load_losing_no_request(tmp_path):
 def test_poll_loads_new_and_unloads_removed_models(tmp_path):
     import shutil
     repo = tmp_path / "repo"
-    _write_model(repo, "a", 1, seed=0)
+    repo.mkdir()            # poll mode may start from an empty repository
     srv = ServerProcess(["--repository", str(repo), "--model-control-mode", "poll", "--repository-poll-secs", "0.1"])
     try:
         srv.wait_ready()
         c = httpclient.InferenceServerClient(srv.host_port)
+        _write_model(repo, "a", 1, seed=0)
+        _wait(lambda: c.is_model_ready("a"), what="model a to load")
         _write_model(repo, "b", 1, seed=1)
         _wait(lambda: c.is_model_ready("b"), what="model b to load")
         np.testing.assert_allclose(_infer(c, "b", lenet_input(1)), _reference(1, lenet_input(1)), atol=1e-5)
@@ -177,6 +179,10 @@ def test_explicit_load_errors_are_400_and_the_server_keeps_serving(explicit):
         c.load_model("broken")
     index = {e["name"]: e for e in c.get_model_repository_index()}
     assert index["broken"]["state"] == "UNAVAILABLE" and "onnxruntime" in index["broken"]["reason"]
+    with pytest.raises(InferenceServerException, match="failed to unload 'nosuch'"):
+        c.unload_model("nosuch")
+    with pytest.raises(InferenceServerException, match="must be a JSON model configuration"):
+        c.load_model("lenet", config="[1, 2]")
     with pytest.raises(InferenceServerException, match="not supported"):
         c.load_model("lenet", files={"file:1/model.onnx": b"x"}, config="{}")
     import urllib.request
