@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)   # `train --nproc N` restarts itself N times
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

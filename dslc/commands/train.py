@@ -1,4 +1,5 @@
-"""`dslc train FILE.net -o trained.onnx`: train with the numpy executor, export the trained model as ONNX."""
+"""`dslc train FILE.net -o trained.onnx`: train with the numpy executor (or PyTorch: --engine torch), export the
+trained model as ONNX."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from dslc.commands.compile import add_precision_arguments
     add_precision_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+    g = p.add_argument_group("engine", "who runs the steps (docs/training.md: when to use which)")
+    g.add_argument("--engine", choices=["numpy", "torch"], default="numpy",
+                   help="numpy: dslc's executor (default, no PyTorch needed); torch: PyTorch (pip install "
+                        "'dslc[torch]'), CPU or CUDA, DistributedDataParallel")
+    g.add_argument("--device", metavar="DEV", help="torch engine: cpu, cuda, cuda:N or auto (default: CUDA when "
+                                                   "torch sees one, else the CPU)")
+    g.add_argument("--amp", action="store_true", help="torch engine on CUDA: bf16 autocast (mixed precision)")
+    g.add_argument("--nproc", type=int, metavar="N",
+                   help="torch engine: train in N processes with DistributedDataParallel (gloo on the CPU, NCCL "
+                        "on CUDA); the global batch is split between them. Under torchrun, leave it out")
 
 
 def run(args) -> int:
@@ -61,8 +72,27 @@ def run(args) -> int:
     if args.val_split is not None and not 0 <= args.val_split < 1:
         return fail(f"--val-split must be a fraction in [0, 1), got {args.val_split}", 2)
 
+    if args.engine != "torch" and (args.device or args.amp or args.nproc):
+        flag = "--device" if args.device else "--amp" if args.amp else "--nproc"
+        return fail(f"{flag} is an option of the torch engine: add --engine torch", 2)
+    if args.engine == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            from dslc.train.engines import TORCH_INSTALL_HINT
+            return fail(TORCH_INSTALL_HINT, 2)
+    if args.nproc is not None:
+        from dslc.train import torch_distributed as TD
+        if args.nproc < 1:
+            return fail(f"--nproc must be a positive integer, got {args.nproc}", 2)
+        if TD.current() is not None:
+            return fail("--nproc under torchrun: torchrun already started the processes; leave --nproc out", 2)
+        if args.nproc > 1:
+            return TD.launch(_without_nproc(args._argv), args.nproc)
+
     import dslc
     from dslc.train import data as D
+    from dslc.train.engines import EngineUnavailable
     from dslc.train.executor import ExecutorError
     from dslc.train.loop import ExportError, Settings, TrainError, default_paths, run_training
     from dslc.train.optim import OptimizerError
@@ -101,7 +131,9 @@ def run(args) -> int:
                              optimizer=args.optimizer, seed=args.seed, clip=args.clip, val_split=args.val_split,
                              checkpoint_every=args.checkpoint_every)
         result = run_training(g, s, paths=paths, resume=resume, quiet=args.quiet, weights=weights,
-                              fold_bn=args.fold_bn)
+                              fold_bn=args.fold_bn, engine=args.engine, device=args.device, amp=args.amp)
+    except EngineUnavailable as e:
+        return fail(str(e), 2)
     except ExportError as e:
         return fail(str(e), 3)
     except (TrainError, D.DataError, OptimizerError, ExecutorError) as e:
@@ -110,7 +142,7 @@ def run(args) -> int:
         return fail("interrupted", 130)
     if result.interrupted:
         return 130
-    if args.precision != "fp32":
+    if args.precision != "fp32" and _is_writer():
         return _reduce_export(args, g, result, paths["onnx"])
     return 0
 
@@ -134,3 +166,21 @@ def _reduce_export(args, g, result, path) -> int:
         return e.code
     print(f"wrote {path} as {args.precision}\n  {comparison.describe()}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _is_writer() -> bool:
+    """Rank 0, or no process group (only rank 0 writes artefacts)."""
+    import os
+    return os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1"

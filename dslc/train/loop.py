@@ -12,7 +12,6 @@ the steps the interrupted one would have taken, and ends with the same weights.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
@@ -28,8 +27,8 @@ import numpy as np
 
 from dslc.train import data as D
 from dslc.train.executor import Executor, ExecutorError
-from dslc.train.optim import OptimizerError, clip_grad_norm, make_optimizer, make_schedule
-from dslc.train.second_order import SECOND_ORDER as FULL_BATCH_OPTIMIZERS, Objective
+from dslc.train.optim import OptimizerError  # noqa: F401  (re-exported: callers catch it from here)
+from dslc.train.second_order import SECOND_ORDER as FULL_BATCH_OPTIMIZERS
 from dslc.weights import load_weights
 
 CHECKPOINT_VERSION = 1
@@ -394,182 +393,17 @@ def run_training(g, settings: Settings, *, output=None, paths: dict | None = Non
                  quiet: bool = False, progress: Progress | None = None, dataset: D.Dataset | None = None,
                  weights: dict | None = None, export: bool = True, artefacts: bool = True,
                  log_every: int | None = None, stop_after_steps: int | None = None,
-                 on_epoch: Callable[[dict], None] | None = None, fold_bn: bool = True) -> TrainResult:
-    """Train graph g. Raises TrainError / DataError / OptimizerError / ExecutorError for the user's mistakes."""
-    s = settings
-    paths = dict(paths or default_paths(output, g))
-    prog = progress or Progress(quiet=quiet)
-    metric = choose_metric(g, s.metric)
-    ds = prepare_data(g, s, dataset)
-    n_train = len(ds.train)
-    if str(s.optimizer.get("name", "")).lower() in FULL_BATCH_OPTIMIZERS:
-        s = dataclasses.replace(s, batch_size=n_train)   # second-order: one step over the whole split per epoch
-    spe = D.num_batches(n_train, s.batch_size)
-    val_split = ds.val if ds.val is not None else ds.test
-    val_name = "validation" if ds.val is not None else "test"
-
-    exe = Executor(g, weights=weights, seed=s.seed)
-    params = {k: exe.weights[k] for k in exe.trainable}
-    if not params:
-        raise TrainError(f"network `{g.graph.get('name')}` has no trainable weights")
-    opt = make_optimizer(s.optimizer, params, paired=exe.paired_updates())
-    full_batch = getattr(opt, "full_batch", False)
-    if full_batch:
-        opt.check_graph(g)
-    sched = make_schedule(s.schedule, opt.lr, spe, s.epochs)
-    log_every = log_every or max(spe // 20, 1)
-    eval_batch = max(s.batch_size, 256)
-
-    # position and running sums
-    epoch, next_batch, step = 0, 0, 0
-    sums = _new_sums()
-    history: list[dict] = []
-    fp = _fingerprint(g, s, n_train)
-    ckpt_path = Path(resume) if isinstance(resume, (str, Path)) else paths["checkpoint"]
-    if resume:
-        w, o, meta = load_checkpoint(ckpt_path)
-        if meta.get("fingerprint", {}) != fp:
-            diff = [f"{k}: checkpoint {meta.get('fingerprint', {}).get(k)!r}, now {v!r}" for k, v in fp.items()
-                    if meta.get("fingerprint", {}).get(k) != v]
-            raise TrainError(f"checkpoint {ckpt_path} belongs to a different run ({'; '.join(diff)})")
-        from dslc.weights import check_weights
-        problems = check_weights(g, w)
-        if problems:
-            raise TrainError(f"checkpoint {ckpt_path} does not fit network `{g.graph.get('name')}`: "
-                             + "; ".join(problems[:3]))
-        exe.set_weights(w)
-        try:
-            opt.load_state_dict(o, meta["optimizer_state"])
-        except OptimizerError as e:
-            raise TrainError(f"checkpoint {ckpt_path}: {e}") from None
-        exe.rng.bit_generator.state = meta["rng"]
-        epoch, next_batch, step = meta["epoch"], meta["batch"], meta["step"]
-        sums = meta["sums"]
-        history = meta["history"]
-        if artefacts:
-            write_metrics_log(paths["metrics"], history)
-        prog.line(f"resuming from {ckpt_path}: epoch {epoch + 1}, batch {next_batch}, step {step}")
-    elif artefacts:
-        write_metrics_log(paths["metrics"], [])
-
-    def checkpoint():
-        meta = {"fingerprint": fp, "epoch": epoch, "batch": next_batch, "step": step, "sums": sums,
-                "rng": exe.rng.bit_generator.state, "history": history}
-        save_checkpoint(ckpt_path, exe.weights, opt, meta)
-
-    def plot():
-        write_plot(paths["plot"], history, metric.label, g.graph.get("name") or "", val_name)
-
-    def record(rec):
-        history.append(rec)
-        if artefacts:
-            append_metrics(paths["metrics"], rec)
-
-    prog.line(f"training {g.graph.get('name')} on {ds.describe()} for {s.epochs} epoch(s), batch {s.batch_size}, "
-              f"{opt.name} lr {opt.lr:g}, seed {s.seed}")
-    interrupted = False
-    last_eval: dict = {}
-    last_plot = time.perf_counter()
-    with _Interrupt() as intr:
-        while epoch < s.epochs and not interrupted:
-            order = D.epoch_order(n_train, s.seed, epoch, s.shuffle)
-            prog.start_epoch(epoch, s.epochs, spe, next_batch)
-            t_epoch = time.perf_counter() - sums["time"]
-            for b, xs, ys in D.batches(ds.train, order, s.batch_size, next_batch, augment_key=(s.seed, epoch)):
-                lr = sched(step)
-                if full_batch:   # the optimiser evaluates the loss (and Jacobians) itself
-                    loss = opt.step_full(Objective(exe, xs, ys), lr)
-                    aux = exe.evaluate(xs, ys)[1]
-                else:
-                    loss, aux, grads = exe.loss_and_grads(xs, ys)
-                if not math.isfinite(loss):
-                    prog.end_epoch()
-                    raise TrainError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; try a smaller "
-                                     f"learning rate (now {lr:g}) or gradient clipping (clip = 1.0)")
-                if not full_batch:
-                    if s.clip:
-                        clip_grad_norm(grads, s.clip)
-                    opt.step(grads, lr)
-                k = len(xs[0])
-                step += 1
-                next_batch = b + 1
-                sums["loss"] += loss * k
-                sums["n"] += k
-                if metric.label:
-                    a, c = metric.batch(aux[0], aux[1])
-                    sums["m"] += a
-                    sums["mc"] += c
-                if step % log_every == 0:
-                    record({"kind": "step", "step": step, "epoch_f": epoch + next_batch / spe, "loss": loss,
-                            "lr": lr})
-                elapsed = time.perf_counter() - t_epoch
-                if prog.live:
-                    mv = metric.value(sums["m"], sums["mc"])
-                    prog.update(next_batch, f"loss {sums['loss'] / sums['n']:.4f}"
-                                + (f" {metric.label} {metric.show(mv)}" if mv is not None else ""),
-                                sums["n"] / max(elapsed, 1e-9))
-                stop_now = intr.requested or (stop_after_steps is not None and step >= stop_after_steps)
-                if (s.checkpoint_every and step % s.checkpoint_every == 0) or stop_now:
-                    sums["time"] = time.perf_counter() - t_epoch
-                    if artefacts:
-                        checkpoint()
-                if stop_now:
-                    interrupted = True
-                    break
-            prog.end_epoch()
-            if interrupted:
-                break
-            # end of epoch
-            elapsed = time.perf_counter() - t_epoch
-            rec = {"kind": "epoch", "epoch": epoch + 1, "step": step, "loss": sums["loss"] / max(sums["n"], 1),
-                   "time_s": elapsed, "samples_per_s": sums["n"] / max(elapsed, 1e-9), "lr": sched(max(step - 1, 0))}
-            if metric.label:
-                rec[metric.label] = metric.value(sums["m"], sums["mc"])
-            if val_split is not None:
-                ev = evaluate(exe, val_split, metric, eval_batch)
-                last_eval = ev
-                rec["val_loss"] = ev["loss"]
-                if metric.label:
-                    rec["val_" + metric.label] = ev.get(metric.label)
-            record(rec)
-            prog.line(_epoch_line(rec, s.epochs, metric, val_name if val_split is not None else None))
-            if on_epoch is not None:
-                on_epoch(rec)
-            epoch += 1
-            next_batch = 0
-            sums = _new_sums()
-            if artefacts:
-                checkpoint()
-                now = time.perf_counter()
-                if epoch == s.epochs or now - last_plot > PLOT_EVERY_S:   # rendering costs ~0.1 s
-                    plot()
-                    last_plot = now
-
-    test = None
-    if interrupted:
-        if artefacts and history:
-            plot()
-        prog.line(f"stopped at epoch {epoch + 1}, step {step}" + (f"; checkpoint saved to {ckpt_path} "
-                  f"(continue with --resume)" if artefacts else ""))
-    else:
-        if ds.test is not None:   # without a validation split, the last epoch has just evaluated the test split
-            test = (last_eval if ds.val is None else None) or evaluate(exe, ds.test, metric, eval_batch)
-        if test:
-            prog.line("test: " + _figures(test, metric))
-        if export and paths.get("onnx"):
-            try:
-                export_onnx(g, exe.weights, paths["onnx"], fold_bn=fold_bn)
-            except Exception as e:  # a lowering bug must not lose the trained weights: they are in the checkpoint
-                where = f"; the trained weights are in {ckpt_path}" if artefacts else ""
-                raise ExportError(f"training finished, but exporting {paths['onnx']} failed: "
-                                  f"{type(e).__name__}: {e}{where}") from e
-            prog.line(f"wrote {paths['onnx']}" + (f", {paths['metrics']}, {paths['plot']}, {ckpt_path}"
-                                                   if artefacts else ""))
-    final = next((r for r in reversed(history) if r.get("kind") == "epoch"), {})
-    return TrainResult(weights=exe.weights, history=history, final=final, test=test, interrupted=interrupted,
-                       epochs_done=epoch, step=step,
-                       paths={k: str(v) for k, v in paths.items()} | {"checkpoint": str(ckpt_path)},
-                       settings=s, graph=g, dataset=ds)
+                 on_epoch: Callable[[dict], None] | None = None, fold_bn: bool = True, engine: str = "numpy",
+                 device: str | None = None, amp: bool = False) -> TrainResult:
+    """Train graph g on `engine` ("numpy" or "torch": dslc/train/engines.py) with the Trainer
+    (dslc/train/trainer.py). Raises TrainError / DataError / OptimizerError / ExecutorError for the user's
+    mistakes, EngineUnavailable when the engine cannot run here."""
+    from dslc.train.trainer import Trainer
+    trainer = Trainer(g, settings, paths=paths or default_paths(output, g), resume=resume, quiet=quiet,
+                      progress=progress, dataset=dataset, weights=weights, export=export, artefacts=artefacts,
+                      log_every=log_every, stop_after_steps=stop_after_steps, on_epoch=on_epoch, fold_bn=fold_bn,
+                      engine=engine, device=device, amp=amp)
+    return trainer.run()
 
 
 def _figures(ev: dict, metric: Metric) -> str:
