@@ -15,6 +15,7 @@ from dslc.frontend import ast as A
 from dslc.frontend.calls import CallsMixin
 from dslc.frontend.expressions import BUILTINS, ExpressionsMixin  # noqa: F401 (BUILTINS: the builtins' table)
 from dslc.frontend.modules import ModuleSet
+from dslc.frontend.train_config import KEYS as TRAIN_KEYS
 from dslc.frontend.train_section import TrainSectionMixin
 from dslc.frontend.values import POISON, Binding, Env, Frame, Halt, Scope, Tensor, describe
 from dslc.ops import registry
@@ -213,7 +214,8 @@ class Elaborator(ExpressionsMixin, CallsMixin, TrainSectionMixin):
             raise UserError(f"`{name}` is already defined; tensors are assigned once", span,
                             "pick a new name for the new value (e.g. `h2 = ...`)",
                             [(b.span, f"`{name}` was defined here")])
-        if registry.get(name) is not None:
+        # a train section's settings (`clip = 1.0`) are keys, not tensors: they may share an op's name
+        if registry.get(name) is not None and not (frame.train is not None and name in TRAIN_KEYS):
             raise UserError(f"`{name}` is the name of an op; pick another name", span)
 
     def bind(self, frame: Frame, name: str, value, span, kind="local", used=False) -> None:

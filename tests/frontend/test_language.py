@@ -785,7 +785,7 @@ def test_train_section_builds_targets_loss_nodes_and_config(tmp_path):
     assert loss_nodes == ["loss.cross_entropy1", "loss.mse1", "loss.constant1", "loss.mul1", "loss.add1"]
     assert all(g.nodes[n]["scope"] == ("loss",) for n in loss_nodes)
     assert ins(g, "loss.cross_entropy1") == [("fc1", 0), ("label", 0)]
-    assert g.nodes["loss.cross_entropy1"]["attrs"] == {"label_smoothing": 0.1}
+    assert g.nodes["loss.cross_entropy1"]["attrs"]["label_smoothing"] == 0.1
     assert ins(g, "loss.add1") == [("loss.cross_entropy1", 0), ("loss.mul1", 0)]
     assert out(g, "loss.add1") == T()
     assert g.graph["loss"] == ("loss.add1", 0)
