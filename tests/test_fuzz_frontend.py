@@ -49,6 +49,8 @@ STD_USERS = {
     "transformer": "network n(x: f32[N, 8, 32]) {\n    y = x |> encoder(2, 4, 64)\n    return y\n}\n",
     "unet": "network n(x: f32[N, 1, 32, 32]) {\n    e1 = x |> double_conv(8)\n    e2 = e1 |> down(16)\n"
             "    d = up(e2, e1, 8)\n    return d\n}\n",
+    "mobilenet": "network n(x: f32[N, 3, 16, 16]) {\n    y = x |> conv_bn_act(8, stride=2) |> inverted_residual(8)\n"
+                 "          |> mbconv(16, stride=2, drop=0.1) |> global_avgpool\n    return y\n}\n",
 }
 
 

@@ -140,9 +140,9 @@ class LowerCtx:
         return self.const(np.asarray(list(values), dtype=np.int64).reshape(-1), hint=hint)
 
     def reduce(self, op_type: str, x: str, axes, out=None, keepdims: bool = True) -> str:
-        """ReduceMean & co: axes as an input from opset 18, as an attribute before."""
+        """ReduceMean & co: axes as an input from opset 18 (ReduceSum from 13), as an attribute before."""
         axes = [int(a) for a in axes]
-        if self.opset >= 18:
+        if self.opset >= (13 if op_type == "ReduceSum" else 18):
             return self.emit(op_type, [x, self.ints(axes, "axes")], out, keepdims=int(keepdims))
         return self.emit(op_type, [x], out, axes=axes, keepdims=int(keepdims))
 

@@ -81,6 +81,13 @@ def reference_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+def _reference_lacks(model: onnx.ModelProto) -> bool:
+    """Whether the model uses a form onnx.reference does not implement (an RNN with a non-tanh activation)."""
+    return any(n.op_type == "RNN" and any(a.name == "activations" and any(v not in (b"Tanh", b"tanh")
+                                                                           for v in a.strings) for a in n.attribute)
+               for n in model.graph.node)
+
+
 @pytest.mark.parametrize("op,case", CASES, ids=[_id(pc) for pc in CASES])
 def test_op_lowers_and_matches_reference(op, case):
     g = one_node_graph(op, case)
@@ -91,6 +98,9 @@ def test_op_lowers_and_matches_reference(op, case):
     feeds = random_inputs(case, sizes)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)
+    if _reference_lacks(model):
+        pytest.skip("onnx.reference's RNN knows only the Tanh and Affine activations; onnxruntime against the "
+                    "numpy forward is checked for this case in tests/train/test_executor.py")
     ref = ReferenceEvaluator(reference_model(model)).run(None, feeds)
     outs = g.nodes["node"]["outputs"]
     assert [o.name for o in sess.get_outputs()] == [f"y{j}" for j in range(len(outs))]

@@ -13,6 +13,7 @@ from dslc.train.executor import Executor, ExecutorError
 from dslc.types import TensorType
 from dslc.weights import init_weights
 
+from loss_references import loss_model
 from train_helpers import case_sizes, concrete, ort_session, random_array, random_weights
 
 CASES = all_cases()
@@ -31,52 +32,8 @@ def _feeds(g, case, sizes, seed=0):
 # ---- every op vs onnxruntime ---------------------------------------------------------------------------------
 def _loss_model(op, case, g, sizes):
     """A hand-built ONNX model of a training loss (losses are not lowered: they are training-only)."""
-    from onnx import TensorProto, helper
-    a, t = case.inputs
-    x0 = helper.make_tensor_value_info("x0", TensorProto.FLOAT, concrete(a.shape, sizes))
-    tt = TensorProto.INT64 if t.dtype == "i64" else TensorProto.FLOAT
-    x1 = helper.make_tensor_value_info("x1", tt, concrete(t.shape, sizes))
-    y = helper.make_tensor_value_info("y0", TensorProto.FLOAT, [])
-    c = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
-        name, TensorProto.FLOAT, [], [v]))
-    if op.name == "mse":
-        nodes = [helper.make_node("Sub", ["x0", "x1"], ["d"]), helper.make_node("Mul", ["d", "d"], ["d2"]),
-                 helper.make_node("ReduceMean", ["d2"], ["y0"], keepdims=0)]
-    elif op.name == "bce":  # max(x, 0) - x t + log(1 + exp(-|x|))
-        nodes = [c("zero", 0.0), c("one", 1.0), helper.make_node("Max", ["x0", "zero"], ["m"]),
-                 helper.make_node("Mul", ["x0", "x1"], ["xt"]), helper.make_node("Abs", ["x0"], ["ax"]),
-                 helper.make_node("Neg", ["ax"], ["nax"]), helper.make_node("Exp", ["nax"], ["e"]),
-                 helper.make_node("Add", ["one", "e"], ["ope"]), helper.make_node("Log", ["ope"], ["l"]),
-                 helper.make_node("Sub", ["m", "xt"], ["s"]), helper.make_node("Add", ["s", "l"], ["el"]),
-                 helper.make_node("ReduceMean", ["el"], ["y0"], keepdims=0)]
-    elif op.name == "cross_entropy":
-        ls = g.nodes["node"]["attrs"].get("label_smoothing", 0.0)
-        C = concrete(a.shape, sizes)[1]
-        nodes = [helper.make_node("LogSoftmax", ["x0"], ["lp"], axis=1)]
-        if t.dtype == "i64":
-            nodes += [helper.make_node("Constant", [], ["depth"], value=helper.make_tensor("depth", TensorProto.INT64,
-                                                                                            [], [C])),
-                      helper.make_node("Constant", [], ["vals"], value=helper.make_tensor("vals", TensorProto.FLOAT,
-                                                                                          [2], [0.0, 1.0])),
-                      helper.make_node("OneHot", ["x1", "depth", "vals"], ["oh"], axis=1)]
-            target = "oh"
-        else:
-            target = "x1"
-        if ls:
-            nodes += [c("k1", 1.0 - ls), c("k2", ls / C), helper.make_node("Mul", [target, "k1"], ["ts"]),
-                      helper.make_node("Add", ["ts", "k2"], ["tsm"])]
-            target = "tsm"
-        nodes += [helper.make_node("Mul", [target, "lp"], ["tl"]),
-                  helper.make_node("ReduceSum", ["tl", "axes1"], ["s"], keepdims=0),
-                  helper.make_node("ReduceMean", ["s"], ["ms"], keepdims=0), helper.make_node("Neg", ["ms"], ["y0"])]
-        nodes.insert(0, helper.make_node("Constant", [], ["axes1"], value=helper.make_tensor(
-            "axes1", TensorProto.INT64, [1], [1])))
-    else:
-        raise AssertionError(f"no ONNX reference for loss {op.name}")
-    graph = helper.make_graph(nodes, "loss", [x0, x1], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 10
-    return model
+    shapes = [concrete(t.shape, sizes) for t in case.inputs]
+    return loss_model(op.name, g.nodes["node"]["attrs"], shapes, case.inputs[1].dtype == "i64")
 
 
 @pytest.mark.parametrize("op,case", CASES, ids=[_id(pc) for pc in CASES])
@@ -86,7 +43,8 @@ def test_forward_matches_onnxruntime(op, case):
     feeds = _feeds(g, case, sizes)
     if op.category == "loss":
         if case.inputs[1].dtype == "i64":   # class indices must be valid for the logits
-            C = concrete(case.inputs[0].shape, sizes)[1]
+            logits = concrete(case.inputs[0].shape, sizes)
+            C = logits[-1] if g.nodes["node"]["attrs"].get("class_last") else logits[1]
             feeds["x1"] = np.random.default_rng(1).integers(0, C, feeds["x1"].shape).astype(np.int64)
         elif op.name == "cross_entropy":     # probability targets
             p = np.random.default_rng(1).random(feeds["x1"].shape).astype(np.float32)
