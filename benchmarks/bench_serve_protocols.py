@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_serve import Server, best, build_requests, load_with_cpu, process_cpu_s  # noqa: E402
+from bench_serve import FloorServer, Server, best, build_requests, load_with_cpu, process_cpu_s  # noqa: E402
 
 MODELS = {"lenet5": ROOT / "networks" / "lenet5.net", "resnet18": ROOT / "benchmarks" / "nets" / "resnet18_32.net"}
 
@@ -127,6 +127,58 @@ def grpc_with_cpu(srv, reqs, c, seconds) -> dict:
     return r
 
 
+# A trivial grpc.aio servicer on uvloop answering every ModelInfer with a canned response: what gRPC in Python,
+# the client and the loopback round trip cost before dslc does anything (the gRPC twin of bench_serve's HTTP floor).
+_GRPC_FLOOR = r"""
+import asyncio, grpc, uvloop
+from dslc.serve.grpc_stubs import grpc_service_pb2 as pb, grpc_service_pb2_grpc as pb_grpc
+class Floor(pb_grpc.GRPCInferenceServiceServicer):
+    async def ModelInfer(self, request, context):
+        r = pb.ModelInferResponse(model_name=request.model_name)
+        r.outputs.add(name="y", datatype="FP32", shape=[1, 10])
+        r.raw_output_contents.append(bytes(40))
+        return r
+async def main():
+    s = grpc.aio.server()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), s)
+    port = s.add_insecure_port("127.0.0.1:0")
+    await s.start()
+    print("listening on grpc://127.0.0.1:%d " % port, flush=True)
+    await s.wait_for_termination()
+uvloop.install()
+asyncio.run(main())
+"""
+
+
+class GrpcFloorServer(Server):
+    def __init__(self):  # noqa: D107 - same start-up protocol, different command
+        import subprocess
+        self.proc = subprocess.Popen([sys.executable, "-c", _GRPC_FLOOR], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on grpc://(\S+) ", line)
+        if not m:
+            raise RuntimeError("gRPC floor server did not start: " + line + self.proc.stdout.read())
+        self.grpc_target = m.group(1)
+
+
+def measure_floors(input_name: str, shape: tuple, levels: list[int], args) -> dict:
+    """The HTTP and gRPC floors at each concurrency, best of the rounds."""
+    out = {}
+    for label, start, load in (("HTTP floor (no dslc, no model)", FloorServer,
+                                lambda srv, c: load_with_cpu(srv, build_requests("floor", input_name, shape, 64,
+                                                                                  srv.port), c, args.seconds)),
+                               ("gRPC floor (no dslc, no model)", GrpcFloorServer,
+                                lambda srv, c: grpc_with_cpu(srv, build_grpc_requests("floor", input_name, shape, 64),
+                                                             c, args.seconds))):
+        srv = start()
+        try:
+            out[label] = {c: best([load(srv, c) for _ in range(args.rounds)]) for c in levels}
+        finally:
+            srv.stop()
+    return out
+
+
 class GrpcServer(Server):
     """bench_serve's Server, and the gRPC address from the startup lines."""
 
@@ -179,6 +231,14 @@ def bench_model(name: str, tmp: Path, args) -> dict:
                 results["rows"][f"{p}, {label}"] = row
         finally:
             srv.stop()
+    for label, by_c in measure_floors(input_name, shape, levels, args).items():
+        row = {}
+        for c, r in by_c.items():
+            r["ratio"] = r["rps"] / ref[c]["rows_per_s"]
+            if c == 1:
+                r["overhead_p50_us"] = (r["p50_ms"] - ref[1]["p50_ms"]) * 1e3
+            row[str(c)] = r
+        results["rows"][label] = row
     return results
 
 
@@ -187,14 +247,16 @@ def print_table(res: dict, levels: list[int]) -> None:
     print(f"\n{res['model']} {res['input'][1]}: onnxruntime in-process "
           + ", ".join(f"batch {c}: {ref[c]['rows_per_s']:.0f} rows/s" for c in levels)
           + f"; session.run p50 at batch 1 {ref[1]['p50_ms'] * 1e3:.0f} us")
-    head = "| protocol | " + " | ".join(f"c={c}: inf/s (ratio)" for c in levels) + " | p50 overhead at c=1 |"
+    head = "| protocol | " + " | ".join(f"c={c}: inf/s (ratio)" for c in levels) + " | p50 overhead at c=1 | server CPU / request at c=" + str(levels[-1]) + " |"
     print(head)
-    print("|" + "---|" * (len(levels) + 2))
+    print("|" + "---|" * (len(levels) + 3))
     for label, row in res["rows"].items():
         cells = [f"{row[str(c)]['rps']:.0f} ({row[str(c)]['ratio']:.2f})" for c in levels]
         over = row[str(levels[0])].get("overhead_p50_us")
         errors = sum(row[str(c)]["errors"] for c in levels)
-        print(f"| {label} | " + " | ".join(cells) + f" | {over:.0f} us |" + (f" errors {errors}" if errors else ""))
+        cpu = row[str(levels[-1])].get("server_cpu_us_per_req", float("nan"))
+        print(f"| {label} | " + " | ".join(cells) + f" | {over:.0f} us | {cpu:.0f} us |"
+              + (f" errors {errors}" if errors else ""))
 
 
 def main(argv=None) -> int:
