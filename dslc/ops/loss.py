@@ -228,9 +228,15 @@ def _ce_infer(ins, attrs):
 
 
 def cross_entropy_torch(e):
-    """Class indices or probabilities, label smoothing: F.cross_entropy has dslc's semantics for both."""
-    ls = e.a.get("label_smoothing", 0.0)
-    return f"F.cross_entropy({e.x(0)}, {e.x(1)}" + (f", label_smoothing={ls!r})" if ls else ")")
+    """Class indices or probabilities, ignore_index, label smoothing: F.cross_entropy has dslc's semantics for
+    all of them; sequence logits [N, T, V] (class last) are moved to torch's class-at-axis-1 layout."""
+    z = f"{e.x(0)}.movedim(-1, 1)" if e.a.get("class_last") else e.x(0)
+    extra = ""
+    if e.in_types[1].dtype in INT_DTYPES and e.a.get("ignore_index", -100) != -100:
+        extra += f", ignore_index={e.a['ignore_index']!r}"
+    if e.a.get("label_smoothing", 0.0):
+        extra += f", label_smoothing={e.a['label_smoothing']!r}"
+    return f"F.cross_entropy({z}, {e.x(1)}{extra})"
 
 
 CROSS_ENTROPY = register(Op(
