@@ -51,7 +51,7 @@ class TorchOptimizer:
                     self._sgd(p, self._grad(p), self.state[k].get("momentum"), lr32, mom, keep, wd, ref.t == 1,
                               ref.nesterov)
             else:
-                b1, b2, scale, eps_s, l2, decay = (float(v) for v in ref._scalars(lr))
+                b1, b2, scale, eps_s, l2, decay = (float(v) for v in ref.kernel_scalars(lr))
                 for k, p in self.params.items():
                     st = self.state[k]
                     self._adam(p, self._grad(p), st["m"], st["v"], b1, b2, scale, eps_s, l2, decay)
