@@ -60,6 +60,16 @@ def _recurrent(kind, x, weights, hidden, bidirectional, return_sequences):
     y, h_n = getattr(torch, kind)(x, hx, weights, True, 1, 0.0, False, bidirectional, True)[:2]
     return y if return_sequences else h_n.transpose(0, 1).reshape(x.shape[0], -1)
 ''',
+    "attach": '''
+def _attach(module, path, child):
+    """Set a block's module at a dotted path (a repeat's iteration in between is a plain container)."""
+    *parents, last = path.split(".")
+    for part in parents:
+        if not hasattr(module, part):
+            module.add_module(part, nn.Module())
+        module = getattr(module, part)
+    module.add_module(last, child)
+''',
     "params": '''
 def _params(module, path, trainable, **shapes):
     """Register tensors under a dotted path of sub-modules, so state_dict() names are dslc's weight names."""
@@ -76,11 +86,12 @@ def _params(module, path, trainable, **shapes):
 
 
 def _init(t, init):
-    """dslc's initialisers (dslc/weights.py) in torch: "fan_in:N" He-normal, zeros, ones, normal:std, uniform:a."""
+    """dslc's initialisers (dslc/weights.py) in torch: "fan_in[:N]" He-normal, zeros, ones, normal:std, uniform:a."""
     kind, _, arg = init.partition(":")
     with torch.no_grad():
-        if kind == "fan_in":
-            return t.normal_(0.0, (2.0 / max(int(arg), 1)) ** 0.5)
+        if kind == "fan_in":   # "fan_in" alone: the product of the trailing dims (every op's weight layout)
+            fan = int(arg) if arg else t[0].numel() if t.dim() else 1
+            return t.normal_(0.0, (2.0 / max(fan, 1)) ** 0.5)
         if kind == "normal":
             return t.normal_(0.0, float(arg))
         if kind == "uniform":
