@@ -43,7 +43,8 @@ def test_network_exports(path):
         feeds = []
         for name in g.graph["inputs"]:
             t = g.nodes[name]["outputs"][0]
-            shape = tuple(batch if d == "N" else (7 if isinstance(d, str) else d) for d in t.shape)
+            # other symbolic dims (a sequence length T) change between the two runs too
+            shape = tuple(batch if d == "N" else (5 + batch if isinstance(d, str) else d) for d in t.shape)
             if t.dtype.startswith("i"):   # token ids, within every embedding table that reads them
                 vocab = min(g.nodes[v]["attrs"]["vocab"] for v in g.successors(name)
                             if g.nodes[v]["op"] == "embedding")
