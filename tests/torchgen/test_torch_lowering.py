@@ -107,3 +107,18 @@ def test_stochastic_ops_in_training_mode(name):
     np.testing.assert_allclose(x.grad.numpy(), (gy * ratio).numpy(), rtol=1e-12)
     m.eval()
     assert torch.equal(m(x), x)
+
+
+def test_cross_entropy_of_a_batch_of_padding_only_is_zero_as_in_dslc():
+    from dslc.kernels.context import ExecContext
+    from dslc.ops.registry import Case, get, resolve_attrs
+    from dslc.types import TensorType
+    op = get("cross_entropy")
+    case = Case((TensorType((2, 3, 4)), TensorType((2, 3), "i64")), {"ignore_index": 0, "label_smoothing": 0.1})
+    m = build_module(one_node_graph(op, case)).double()
+    z = np.random.default_rng(0).standard_normal((2, 3, 4))
+    for t in (np.zeros((2, 3), np.int64), np.array([[0, 1, 2], [3, 0, 0]])):
+        attrs = resolve_attrs(op, list(case.inputs), dict(case.attrs))
+        want = float(op.forward(ExecContext(training=True, rng=None), [z, t], {}, attrs)[0][0])
+        got = float(m(torch.from_numpy(z), torch.from_numpy(t)))
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
