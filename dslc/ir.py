@@ -14,7 +14,8 @@ can feed several slots of the same op (x + x); `type` = the TensorType of the fi
 Graph attributes (g.graph): name, doc, source (file path), inputs (list of input node ids, in declaration
 order), outputs (dict output name -> (node id, output index), in declaration order), targets (list of target
 node ids), loss ((node id, 0) or None), train (dict from the `train { }` section or None), params (dict of the
-network's compile-time parameters).
+network's compile-time parameters), blocks (dict scope path "layer1.block1" -> BlockCall: one entry per block
+call the elaborator inlined, for the PyTorch generator's one class per block).
 """
 from __future__ import annotations
 
@@ -22,14 +23,29 @@ import math
 
 import networkx as nx
 
+from dataclasses import dataclass
+
 from dslc.diagnostics import Span
 from dslc.types import TensorType
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """One inlined block call: its nodes are those whose scope starts with `path`. `params` lists the block's
+    parameters in declaration order with their values: a tensor as its (node id, output index), a list of
+    tensors as a list of those, a compile-time value as itself; `returns` the returned values likewise."""
+    block: str
+    path: tuple[str, ...]
+    definition: Span | None = None
+    call: Span | None = None
+    params: tuple = ()
+    returns: tuple = ()
 
 
 def new_graph(name: str, doc: str = "", source: str | None = None) -> nx.DiGraph:
     g = nx.DiGraph()
     g.graph.update(name=name, doc=doc, source=source, inputs=[], outputs={}, targets=[], loss=None,
-                   train=None, params={})
+                   train=None, params={}, blocks={})
     return g
 
 

@@ -18,6 +18,15 @@ from dslc.ops import registry
 from dslc.ops.registry import ShapeError
 
 
+def _recorded(value):
+    """A block argument or result as the IR records it (ir.BlockCall): tensors by (node, output index)."""
+    if isinstance(value, Tensor):
+        return (value.node, value.index)
+    if isinstance(value, (list, tuple)):
+        return [_recorded(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool)) or value is None else repr(value)
+
+
 class CallsMixin:
     """The Elaborator's call, block and repeat methods (dslc/frontend/elaborate.py)."""
 
@@ -287,6 +296,10 @@ class CallsMixin:
         values = [v for _, v in sub.returned]
         if any(v is POISON for v in values):
             return POISON
+        self.g.graph.setdefault("blocks", {})[".".join(scope.path)] = ir.BlockCall(
+            block.name, scope.path, block.span, c.span,
+            tuple((p.name, _recorded(env.vars[p.name].value)) for p in block.params if p.name in env.vars),
+            tuple(_recorded(v) for v in values))
         # seen from the caller, a tensor a block returns was made by this call (notes then point here)
         values = [replace(v, span=c.span) if isinstance(v, Tensor) else v for v in values]
         return values[0] if len(values) == 1 else tuple(values)

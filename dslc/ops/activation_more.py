@@ -126,21 +126,28 @@ def mish_lower(ctx, node):
     ctx.emit("Mul", [x, ctx.emit("Tanh", [ctx.emit("Softplus", [x])])], ctx.out(node))
 
 
+def clip_torch(e):
+    lo, hi = _clip_bounds(e.a)
+    return f"torch.clamp({e.x()}, {lo!r}, {hi!r})"
+
+
 RELU6 = _pointwise("relu6", "min(max(x, 0), 6) (MobileNetV2).", forward=clip_forward, vjp=clip_vjp,
-                   lower=clip_lower)
+                   lower=clip_lower, torch=lambda e: f"F.relu6({e.x()})")
 CLIP = _pointwise("clip", "min(max(x, min), max).",
                   (Param("min", "float", doc="lower bound"), Param("max", "float", doc="upper bound")),
-                  ({"min": -0.5, "max": 0.7},), forward=clip_forward, vjp=clip_vjp, lower=clip_lower)
+                  ({"min": -0.5, "max": 0.7},), forward=clip_forward, vjp=clip_vjp, lower=clip_lower, torch=clip_torch)
 CLIP.cases[-1] = Case(CLIP.cases[-1].inputs, {"min": 0.0, "max": 1.0})  # min and max are required
 SILU = _pointwise("silu", "x * sigmoid(x) (swish).", forward=silu_forward, vjp=silu_vjp, lower=silu_lower,
-                  aliases=("swish",))
+                  aliases=("swish",), torch=lambda e: f"F.silu({e.x()})")
 HARDSIGMOID = _pointwise("hardsigmoid", "relu6(x + 3) / 6 (PyTorch's nn.Hardsigmoid).",
-                         forward=hardsigmoid_forward, vjp=hardsigmoid_vjp, lower=hardsigmoid_lower)
+                         forward=hardsigmoid_forward, vjp=hardsigmoid_vjp, lower=hardsigmoid_lower,
+                         torch=lambda e: f"F.hardsigmoid({e.x()})")
 HARDSWISH = _pointwise("hardswish", "x * relu6(x + 3) / 6 (MobileNetV3).", forward=hardswish_forward,
-                       vjp=hardswish_vjp, lower=_unary_lower("HardSwish"))
+                       vjp=hardswish_vjp, lower=_unary_lower("HardSwish"), torch=lambda e: f"F.hardswish({e.x()})")
 SOFTPLUS = _pointwise("softplus", "log(1 + exp(x)).", forward=softplus_forward, vjp=softplus_vjp,
-                      lower=_unary_lower("Softplus"))
+                      lower=_unary_lower("Softplus"), torch=lambda e: f"F.softplus({e.x()})")
 ELU = _pointwise("elu", "x if x > 0 else alpha * (exp(x) - 1).", (Param("alpha", "float", 1.0),),
                  ({"alpha": 1.0}, {"alpha": 0.5}), forward=elu_forward, vjp=elu_vjp,
-                 lower=_unary_lower("Elu", alpha="alpha"))
-MISH = _pointwise("mish", "x * tanh(softplus(x)).", forward=mish_forward, vjp=mish_vjp, lower=mish_lower)
+                 lower=_unary_lower("Elu", alpha="alpha"), torch=lambda e: f"F.elu({e.x()}, {e.a['alpha']!r})")
+MISH = _pointwise("mish", "x * tanh(softplus(x)).", forward=mish_forward, vjp=mish_vjp, lower=mish_lower,
+                  torch=lambda e: f"F.mish({e.x()})")

@@ -35,4 +35,5 @@ DROP_PATH = register(Op(
         Case((TensorType(("N", 4, 2, 2)),), {"p": 0.2}, "symbolic batch"),
     ],
     lower=dropout_lower, forward=drop_path_forward, vjp=dropout_vjp,
+    torch=lambda e: f"{e.helper('drop_path')}({e.x()}, {e.a['p']!r}, {e.training})",
 ))

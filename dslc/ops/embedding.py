@@ -64,4 +64,5 @@ EMBEDDING = register(Op(
         Case((TensorType((7,), "i32"),), {"vocab": 3, "dim": 2}, "rank 1, i32 ids"),
     ],
     lower=embedding_lower, forward=embedding_forward, vjp=embedding_vjp,
+    torch=lambda e: f"F.embedding({e.x()}, {e.w('weight')})",
 ))

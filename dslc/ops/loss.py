@@ -228,9 +228,18 @@ def _ce_infer(ins, attrs):
 
 
 def cross_entropy_torch(e):
-    """Class indices or probabilities, label smoothing: F.cross_entropy has dslc's semantics for both."""
-    ls = e.a.get("label_smoothing", 0.0)
-    return f"F.cross_entropy({e.x(0)}, {e.x(1)}" + (f", label_smoothing={ls!r})" if ls else ")")
+    """Class indices or probabilities, ignore_index, label smoothing: F.cross_entropy has dslc's semantics for
+    all of them; sequence logits [N, T, V] (class last) are moved to torch's class-at-axis-1 layout. With an
+    ignore_index given (padding), the mean is written out as sum / count so that a batch of padding only gives
+    dslc's 0, not torch's 0 / 0."""
+    z = f"{e.x(0)}.movedim(-1, 1)" if e.a.get("class_last") else e.x(0)
+    smooth = f", label_smoothing={e.a['label_smoothing']!r}" if e.a.get("label_smoothing", 0.0) else ""
+    ignore = e.a.get("ignore_index", -100)
+    if e.in_types[1].dtype in INT_DTYPES and ignore != -100:
+        t = e.x(1)
+        return (f"(F.cross_entropy({z}, {t}, ignore_index={ignore!r}{smooth}, reduction='sum') / "
+                f"({t} != {ignore!r}).sum().clamp(min=1))")
+    return f"F.cross_entropy({z}, {e.x(1)}{smooth})"
 
 
 CROSS_ENTROPY = register(Op(

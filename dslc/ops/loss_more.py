@@ -54,7 +54,12 @@ def _dice_infer(ins, attrs):
 
 
 def _dice_axes(x):
-    return (0,) + tuple(range(2, x.ndim))
+    return _dice_axes_of(x)
+
+
+def _dice_axes_of(t):
+    """The batch and spatial axes of an array or a tensor type (the sums of dice's ratio)."""
+    return (0,) + tuple(range(2, t.ndim if hasattr(t, "ndim") else t.rank))
 
 
 def dice_forward(ctx, xs, ws, attrs):
@@ -87,7 +92,7 @@ def dice_vjp(ctx, gys, saved, xs, ws, attrs):
 L1 = register(Op(
     name="l1", inputs=("pred", "target"), infer=_same_shape_loss("l1", "pred"), category="loss",
     doc="Mean absolute error mean(|pred - target|); same shapes; output a scalar [].",
-    cases=_pair_cases(), forward=l1_forward, vjp=l1_vjp,
+    cases=_pair_cases(), forward=l1_forward, vjp=l1_vjp, torch=lambda e: f"F.l1_loss({e.x(0)}, {e.x(1)})",
 ))
 SMOOTH_L1 = register(Op(
     name="smooth_l1", inputs=("pred", "target"), infer=_same_shape_loss("smooth_l1", "pred"), category="loss",
@@ -95,6 +100,7 @@ SMOOTH_L1 = register(Op(
     doc="Huber-style loss (torch SmoothL1Loss): 0.5 d^2 / beta for |d| < beta, else |d| - beta / 2; mean.",
     cases=_pair_cases() + [Case((TensorType((3, 4)), TensorType((3, 4))), {"beta": 0.5})],
     forward=smooth_l1_forward, vjp=smooth_l1_vjp,
+    torch=lambda e: f"F.smooth_l1_loss({e.x(0)}, {e.x(1)}, beta={e.a['beta']!r})",
 ))
 DICE = register(Op(
     name="dice", inputs=("logits", "target"), infer=_dice_infer, category="loss",
@@ -104,4 +110,5 @@ DICE = register(Op(
     cases=[Case((TensorType((2, 1, 4, 4)), TensorType((2, 1, 4, 4)))),
            Case((TensorType(("N", 3, 5)), TensorType(("N", 3, 5))), {"smooth": 0.0}, "multi-channel 1-D")],
     forward=dice_forward, vjp=dice_vjp,
+    torch=lambda e: f"{e.helper('dice')}({e.x(0)}, {e.x(1)}, {e.a['smooth']!r}, {_dice_axes_of(e.in_types[0])})",
 ))

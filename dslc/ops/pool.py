@@ -232,9 +232,15 @@ def global_pool_lower_for(global_op, reduce_op):
 global_avgpool_lower = global_pool_lower_for("GlobalAveragePool", "ReduceMean")
 
 
-def global_avgpool_torch(e):
-    dims = tuple(range(2, e.in_types[0].rank))
-    return f"{e.x()}.mean(dim={dims}, keepdim={e.a['keepdims']})"
+def global_pool_torch_for(method):
+    """x.<method> over every spatial dim (mean: global_avgpool, amax: global_maxpool)."""
+    def lower(e):
+        dims = tuple(range(2, e.in_types[0].rank))
+        return f"{e.x()}.{method}(dim={dims}, keepdim={e.a['keepdims']})"
+    return lower
+
+
+global_avgpool_torch = global_pool_torch_for("mean")
 
 
 GLOBAL_AVGPOOL = register(Op(

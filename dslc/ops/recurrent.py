@@ -224,6 +224,17 @@ def _lower_for(kind):
     return lower
 
 
+# ---- PyTorch lowering: the kernels nn.LSTM / nn.GRU / nn.RNN run, on the node's own (dslc-named) weights ------
+def _torch_for(kind):
+    def lower(e):
+        a = e.a
+        fn = f"rnn_{a['activation']}" if kind == "rnn" else kind
+        ws = ", ".join(e.w(f"{key}{sfx}") for sfx in _dirs(a) for key in WEIGHT_KEYS)
+        return (f"{e.helper('recurrent')}({fn!r}, {e.x()}, [{ws}], {a['hidden']}, {a['bidirectional']}, "
+                f"{a['return_sequences']})")
+    return lower
+
+
 def _register(kind, doc, extra_params=(), extra_cases=()):
     return register(Op(
         name=kind, inputs=("x",), infer=_infer_for(kind), prepare=_prepare, weights=_weights_for(kind),
@@ -241,7 +252,7 @@ def _register(kind, doc, extra_params=(), extra_cases=()):
             Case((TensorType((3, 2, 2)),), {"hidden": 2, "bidirectional": True, "return_sequences": False},
                  "bidirectional last step"),
         ] + list(extra_cases),
-        lower=_lower_for(kind), forward=_forward_for(kind), vjp=_vjp_for(kind),
+        lower=_lower_for(kind), forward=_forward_for(kind), vjp=_vjp_for(kind), torch=_torch_for(kind),
     ))
 
 

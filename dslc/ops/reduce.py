@@ -4,9 +4,9 @@ max's gradient is shared equally among tied maxima (torch.amax's rule); ties do 
 often enough to matter, but the split keeps the VJP the derivative of a symmetric function."""
 import numpy as np
 
-from dslc.ops.pool import global_pool_infer_for, global_pool_lower_for
+from dslc.ops.pool import global_pool_infer_for, global_pool_lower_for, global_pool_torch_for
 from dslc.ops.registry import Case, Op, Param, register
-from dslc.ops.shape_ops import _mean_axes, _mean_prepare, reduce_infer_for
+from dslc.ops.shape_ops import _mean_axes, _mean_prepare, reduce_infer_for, reduce_torch_for
 from dslc.types import TensorType
 
 _REDUCE_PARAMS = (Param("axis", "ints", doc="an axis or a list of axes"), Param("keepdims", "bool", False))
@@ -88,12 +88,14 @@ SUM = register(Op(
     name="sum", inputs=("x",), infer=reduce_infer_for("sum"), prepare=_mean_prepare, category="shape",
     params=_REDUCE_PARAMS, doc="Sum over `axis` (int or list); those dims are dropped, or kept as 1 with keepdims.",
     cases=list(_AXIS_CASES), lower=_reduce_lower("ReduceSum"), forward=sum_forward, vjp=sum_vjp,
+    torch=reduce_torch_for("sum"),
 ))
 MAX = register(Op(
     name="max", inputs=("x",), infer=reduce_infer_for("max"), prepare=_mean_prepare, category="shape",
     params=_REDUCE_PARAMS,
     doc="Maximum over `axis` (int or list); dims dropped, or kept as 1 with keepdims. Ties share the gradient.",
     cases=list(_AXIS_CASES), lower=_reduce_lower("ReduceMax"), forward=max_forward, vjp=max_vjp,
+    torch=reduce_torch_for("amax"),
 ))
 GLOBAL_MAXPOOL = register(Op(
     name="global_maxpool", inputs=("x",), infer=global_pool_infer_for("global_maxpool"), params=(Param("keepdims", "bool", False),), short="gmp",
@@ -105,4 +107,5 @@ GLOBAL_MAXPOOL = register(Op(
         Case((TensorType((2, 3, "T")),), note="1-D, symbolic length"),
     ],
     lower=global_pool_lower_for("GlobalMaxPool", "ReduceMax"), forward=global_maxpool_forward, vjp=global_maxpool_vjp,
+    torch=global_pool_torch_for("amax"),
 ))

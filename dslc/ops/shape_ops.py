@@ -479,9 +479,15 @@ def mean_lower(ctx, node):
     ctx.reduce("ReduceMean", ctx.x(node), axes, ctx.out(node), keepdims=a["keepdims"])
 
 
-def mean_torch(e):
-    axes = e.a.get("axes") or tuple(sorted({a % e.in_types[0].rank for a in e.a["axis"]}))
-    return f"{e.x()}.mean(dim={tuple(axes)}, keepdim={e.a['keepdims']})"
+def reduce_torch_for(method):
+    """x.<method>(dim=axes, keepdim=...) for mean / sum / amax."""
+    def lower(e):
+        axes = e.a.get("axes") or tuple(sorted({a % e.in_types[0].rank for a in e.a["axis"]}))
+        return f"{e.x()}.{method}(dim={tuple(axes)}, keepdim={e.a['keepdims']})"
+    return lower
+
+
+mean_torch = reduce_torch_for("mean")
 
 
 MEAN = register(Op(

@@ -15,7 +15,7 @@ Each op's statement comes from its registry entry's `torch` lowering (dslc/ops/r
 """
 from __future__ import annotations
 
-from dslc.torchgen.codegen import TorchCodegenError, class_name, module_source
+from dslc.torchgen.codegen import TorchCodegenError, class_name, module_source, root_class_name
 
 __all__ = ["TorchCodegenError", "module_source", "build_module", "loss_module"]
 
@@ -25,7 +25,7 @@ def build_module(g):
     src = module_source(g)
     namespace: dict = {"__name__": f"dslc_generated_{class_name(g.graph.get('name') or 'network')}"}
     exec(compile(src, f"<dslc export-torch {g.graph.get('name')}>", "exec"), namespace)
-    module = namespace[class_name(g.graph.get("name") or "network")]()
+    module = namespace[root_class_name(g, src)]()
     module.dslc_source = src
     return module
 

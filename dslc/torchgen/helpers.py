@@ -34,6 +34,42 @@ def _attention(x, in_weight, in_bias, out_weight, out_bias, heads, causal):
     y = (s.softmax(-1) @ v).transpose(1, 2).reshape(n, t, d)
     return F.linear(y, out_weight, out_bias)
 ''',
+    "drop_path": '''
+def _drop_path(x, p, training):
+    """Stochastic depth: while training each sample is kept with probability 1 - p and scaled by 1 / (1 - p)."""
+    if not training or p == 0.0:
+        return x
+    keep = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device) >= p).to(x.dtype)
+    return x * (keep * (1.0 / (1.0 - p)))
+''',
+    "dice": '''
+def _dice(logits, target, smooth, dims):
+    """1 - mean over channels of (2 sum(p t) + smooth) / (sum p + sum t + smooth), p = sigmoid(logits), the sums
+    over the batch and the spatial dims."""
+    p = torch.sigmoid(logits)
+    dice = (2 * (p * target).sum(dims) + smooth) / (p.sum(dims) + target.sum(dims) + smooth)
+    return 1.0 - dice.mean()
+''',
+    "recurrent": '''
+def _recurrent(kind, x, weights, hidden, bidirectional, return_sequences):
+    """One batch-first layer of nn.LSTM / nn.GRU / nn.RNN (kind "lstm", "gru", "rnn_tanh", "rnn_relu") from zero
+    states, on the kernels nn.LSTM itself calls; weights in nn.LSTM's order (weight_ih, weight_hh, bias_ih,
+    bias_hh, then the same *_reverse). Every step's output [N, T, dirs * H], or the last states [N, dirs * H]."""
+    h0 = x.new_zeros(2 if bidirectional else 1, x.shape[0], hidden)
+    hx = (h0, h0) if kind == "lstm" else h0
+    y, h_n = getattr(torch, kind)(x, hx, weights, True, 1, 0.0, False, bidirectional, True)[:2]
+    return y if return_sequences else h_n.transpose(0, 1).reshape(x.shape[0], -1)
+''',
+    "attach": '''
+def _attach(module, path, child):
+    """Set a block's module at a dotted path (a repeat's iteration in between is a plain container)."""
+    *parents, last = path.split(".")
+    for part in parents:
+        if not hasattr(module, part):
+            module.add_module(part, nn.Module())
+        module = getattr(module, part)
+    module.add_module(last, child)
+''',
     "params": '''
 def _params(module, path, trainable, **shapes):
     """Register tensors under a dotted path of sub-modules, so state_dict() names are dslc's weight names."""
@@ -50,11 +86,12 @@ def _params(module, path, trainable, **shapes):
 
 
 def _init(t, init):
-    """dslc's initialisers (dslc/weights.py) in torch: "fan_in:N" He-normal, zeros, ones, normal:std, uniform:a."""
+    """dslc's initialisers (dslc/weights.py) in torch: "fan_in[:N]" He-normal, zeros, ones, normal:std, uniform:a."""
     kind, _, arg = init.partition(":")
     with torch.no_grad():
-        if kind == "fan_in":
-            return t.normal_(0.0, (2.0 / max(int(arg), 1)) ** 0.5)
+        if kind == "fan_in":   # "fan_in" alone: the product of the trailing dims (every op's weight layout)
+            fan = int(arg) if arg else t[0].numel() if t.dim() else 1
+            return t.normal_(0.0, (2.0 / max(fan, 1)) ** 0.5)
         if kind == "normal":
             return t.normal_(0.0, float(arg))
         if kind == "uniform":

@@ -18,6 +18,7 @@ from dslc.ops.testing import one_node_graph  # noqa: E402
 from dslc.torchgen import build_module  # noqa: E402
 
 RTOL = 1e-5
+STOCHASTIC = {"dropout": "element", "drop_path": "sample"}   # what one draw of the mask keeps or drops
 
 
 @pytest.mark.parametrize("op,case", CASES, ids=IDS)
@@ -28,8 +29,9 @@ def test_torch_lowering_matches_forward_and_vjp(op, case):
     env: dict = {}
     xs = make_inputs(op, case, np.float64, rng, env)
     ws = make_weights(wspecs, np.float64, rng)
-    # dropout's masks come from different generators: compare it in evaluation mode (identity), like ONNX
-    training = op.name != "dropout"
+    # dropout's and drop_path's masks come from different generators: compare them in evaluation mode (identity),
+    # like ONNX; test_stochastic_ops_in_training_mode checks their training-mode masks
+    training = op.name not in STOCHASTIC
     ys, saved, ctx = run_forward(op, xs, ws, attrs, training)
 
     m = build_module(one_node_graph(op, case)).double()
@@ -71,3 +73,52 @@ def test_torch_lowering_matches_forward_and_vjp(op, case):
             want = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
             np.testing.assert_allclose(gws[key], want, rtol=RTOL, atol=RTOL * max(np.abs(want).max(initial=0), 1.0),
                                        err_msg=f"{op.name}: weight {key}")
+
+
+@pytest.mark.parametrize("name", sorted(STOCHASTIC))
+def test_stochastic_ops_in_training_mode(name):
+    """In training mode the torch lowering drops what the numpy forward drops (single elements for dropout, whole
+    samples for drop_path) at rate p, scales the kept ones by 1 / (1 - p) and routes the gradient through the
+    same mask; in evaluation mode it is the identity."""
+    from dslc.ops.registry import Case, get
+    from dslc.types import TensorType
+    p = 0.3
+    op = get(name)
+    case = Case((TensorType((400, 3, 5)),), {"p": p})
+    m = build_module(one_node_graph(op, case)).double()
+    torch.manual_seed(0)
+    x = torch.rand(400, 3, 5, dtype=torch.float64) + 0.5            # no zeros: the mask is y / x
+    x.requires_grad_(True)
+    m.train(True)
+    y = m(x)
+    ratio = (y / x).detach()
+    kept = ratio != 0
+    np.testing.assert_allclose(ratio[kept].numpy(), 1.0 / (1.0 - p), rtol=1e-12)
+    if STOCHASTIC[name] == "sample":
+        assert bool((kept == kept[:, :1, :1]).all()), "drop_path must keep or drop whole samples"
+        frac = kept[:, 0, 0].double().mean().item()
+    else:
+        mixed = (kept != kept[:, :1, :1]).any(dim=2).any(dim=1).double().mean().item()
+        assert mixed > 0.9, "dropout draws one mask value per element"
+        frac = kept.double().mean().item()
+    assert abs(frac - (1.0 - p)) < 0.08, frac
+    gy = torch.randn_like(y)
+    (y * gy).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), (gy * ratio).numpy(), rtol=1e-12)
+    m.eval()
+    assert torch.equal(m(x), x)
+
+
+def test_cross_entropy_of_a_batch_of_padding_only_is_zero_as_in_dslc():
+    from dslc.kernels.context import ExecContext
+    from dslc.ops.registry import Case, get, resolve_attrs
+    from dslc.types import TensorType
+    op = get("cross_entropy")
+    case = Case((TensorType((2, 3, 4)), TensorType((2, 3), "i64")), {"ignore_index": 0, "label_smoothing": 0.1})
+    m = build_module(one_node_graph(op, case)).double()
+    z = np.random.default_rng(0).standard_normal((2, 3, 4))
+    for t in (np.zeros((2, 3), np.int64), np.array([[0, 1, 2], [3, 0, 0]])):
+        attrs = resolve_attrs(op, list(case.inputs), dict(case.attrs))
+        want = float(op.forward(ExecContext(training=True, rng=None), [z, t], {}, attrs)[0][0])
+        got = float(m(torch.from_numpy(z), torch.from_numpy(t)))
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
