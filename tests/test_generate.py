@@ -112,3 +112,14 @@ def test_models_that_cannot_be_sampled_are_diagnostics(trained, tmp_path, capsys
     assert code == 2 and "one integer input of token ids [N, T]" in err
     code, _, err = generate(capsys, tmp_path / "missing.onnx")
     assert code == 2 and "no such file" in err
+
+
+def test_a_half_precision_model_keeps_its_vocabulary(trained, capsys):
+    """--precision fp16 rewrites the exported model (calibrated on the per-position targets of the text data):
+    the metadata survives and the model still continues the pattern."""
+    half = trained / "digits16.onnx"
+    assert main(["train", str(trained / "digits.net"), "-o", str(half), "-q", "--precision", "fp16"]) == 0
+    capsys.readouterr()
+    code, out, err = generate(capsys, half, "-p", "89", "-n", 12, "-t", 0)
+    assert code == 0, err
+    assert out.strip() == CYCLE[8:8 + 14]
