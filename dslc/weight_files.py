@@ -2,7 +2,7 @@
 
 Reading (`--weights FILE` of compile, train and serve; `read_tensors`, `load_for_graph`):
 
-    .npz          numpy, allow_pickle=False
+    .npz          numpy, allow_pickle=False; a training checkpoint (OUT.ckpt.npz) gives its weights
     .safetensors  the `safetensors` package's numpy API (no torch needed)
     .pt / .pth    torch.load(weights_only=True): tensors, dicts and lists only, never arbitrary pickled objects;
                   torch is imported here only, lazily. A checkpoint dict that wraps its state_dict under
@@ -71,6 +71,8 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
         return _read_torch(p)
     try:
         with np.load(p, allow_pickle=False) as z:
+            if "__meta__" in z.files:   # a training checkpoint: weights `w/NAME`, the optimiser state `opt/...`
+                return {k[2:]: z[k] for k in z.files if k.startswith("w/")}
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
         hint = "" if suffix == ".npz" else f" (weights files are {', '.join(SUFFIXES)})"

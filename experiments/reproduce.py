@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,54 +19,12 @@ ROOT = HERE.parent
 NETS = HERE / "nets"
 sys.path.insert(0, str(HERE))
 
+import repro_sequence  # noqa: E402
 import synthetic  # noqa: E402
+from repro_common import Section, _plot_curves, _plt, epoch_losses, fit, graph, predict, sci  # noqa: E402
 
 import dslc  # noqa: E402
 from dslc.train import data as D  # noqa: E402
-from dslc.train.executor import Executor  # noqa: E402
-
-
-@dataclass
-class Section:
-    title: str
-    lines: list[str] = field(default_factory=list)
-
-    def add(self, *lines: str) -> None:
-        self.lines.extend(lines)
-
-    def table(self, header: list[str], rows: list[list]) -> None:
-        self.lines.append("| " + " | ".join(header) + " |")
-        self.lines.append("|" + "|".join("---" for _ in header) + "|")
-        for r in rows:
-            self.lines.append("| " + " | ".join(str(c) for c in r) + " |")
-        self.lines.append("")
-
-
-def graph(path: Path, **params):
-    prog = dslc.load(path, params=params or None)
-    if not prog.ok:
-        raise SystemExit(prog.diagnostics.render_all())
-    return prog.graph
-
-
-def fit(g, ds, *, epochs, lr=None, batch_size=None, seed=0, optimizer=None):
-    return dslc.train(g, data=ds, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer,
-                      quiet=True)
-
-
-def predict(g, weights, x: np.ndarray, batch: int = 500) -> np.ndarray:
-    exe = Executor(g, weights=weights)
-    out_name = next(iter(g.graph["outputs"]))
-    return np.concatenate([exe.forward([x[i:i + batch]])[out_name] for i in range(0, len(x), batch)])
-
-
-def epoch_losses(r) -> list[float]:
-    """Training loss at the end of each epoch (the history also holds per-step records)."""
-    return [h["loss"] for h in r.history if h.get("kind", "epoch") == "epoch"]
-
-
-def sci(v: float) -> str:
-    return f"{v:.2e}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,29 +238,6 @@ def unet(quick: bool, out: Path) -> Section:
 
 
 # ---------------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _plot_curves(path: Path, curves: dict, ylabel: str, log: bool = False) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), ys, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    if log:
-        ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _plot_images(path: Path, images: dict) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3))
@@ -333,12 +267,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced smoke test (seconds, not minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where REPRODUCTION.md and its pictures go")
-    ap.add_argument("--only", nargs="*", help="run only these experiments (surface, depth, resnet, mnist, unet)")
+    ap.add_argument("--only", nargs="*", help="run only these experiments (surface, depth, resnet, mnist, unet, adding, chargpt)")
     args = ap.parse_args(argv)
     pics = args.out / "reproduction"
     pics.mkdir(parents=True, exist_ok=True)
     experiments = {"surface": surface, "depth": depth_vs_width, "resnet": mlp_vs_resnet, "mnist": mnist,
-                   "unet": unet}
+                   "unet": unet, "adding": repro_sequence.adding, "chargpt": repro_sequence.char_gpt}
     sections = []
     started = time.perf_counter()
     for name, fn in experiments.items():

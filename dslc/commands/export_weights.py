@@ -35,8 +35,6 @@ def run(args) -> int:
         return fail(f"{src} not found", 2)
     except WeightsFileError as e:
         return fail(str(e), 2)
-    if "__meta__" in tensors:   # a training checkpoint: its weights are `w/NAME`, the optimiser state `opt/...`
-        tensors = {k[2:]: v for k, v in tensors.items() if k.startswith("w/")}
     if not tensors:
         return fail(f"{src} holds no weights", 1)
     try:

@@ -32,6 +32,7 @@ TRAIN_FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "images": ("data", {"path": None, "augment": (), "mean": (0.0,), "std": (1.0,)}),
     "npy": ("data", {"x": None, "y": None}),
 }
+OPTIONAL_INTS = {("text", "stride")}   # optional (None default) arguments that are integers, not paths
 IMAGE_AUGMENTATIONS = ("flip", "crop", "pad_crop")   # dslc/train/image_data.py (not imported: check stays light)
 
 KEYS: dict[str, str] = {
@@ -79,7 +80,7 @@ class TrainConfig:
                 continue
             if isinstance(default, bool):
                 want, ok = "true or false", isinstance(v, bool)
-            elif isinstance(default, int):
+            elif isinstance(default, int) or (c.func, k) in OPTIONAL_INTS:
                 want, ok = "an integer", isinstance(v, int) and not isinstance(v, bool)
             elif isinstance(default, float):
                 want, ok = "a number", isinstance(v, (int, float)) and not isinstance(v, bool)

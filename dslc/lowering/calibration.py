@@ -62,7 +62,9 @@ def _labels(ds, split) -> np.ndarray | None:
         return None
     if y.ndim == 2 and y.dtype.kind == "f":      # one-hot (fit_to_graph made it for a float target)
         return y.argmax(axis=1)
-    return y.reshape(len(y)) if y.ndim <= 2 and y.dtype.kind in "iu" else None
+    # one label per sample; per-position labels [N, T] (a sequence model's) have no single class to compare
+    one_each = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    return y.reshape(len(y)) if one_each and y.dtype.kind in "iu" else None
 
 
 def from_dataset(ds, g) -> PrecisionData:

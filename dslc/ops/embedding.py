@@ -57,7 +57,8 @@ EMBEDDING = register(Op(
     weights=_embedding_weights, short="emb", int_inputs=(0,),
     params=(Param("vocab", "int", doc="number of token ids"), Param("dim", "int", doc="vector size")),
     doc="Look up integer token ids [..] in a learned [vocab, dim] table: -> f32 [.., dim] (nn.Embedding). "
-        "Ids outside [0, vocab) are an executor error; ONNX Runtime's Gather wraps negative ids.",
+        "Ids outside [0, vocab) are an executor error; the exported model's Gather (ONNX Runtime) reads ids in "
+        "[-vocab, 0) from the table's end and fails outside [-vocab, vocab).",
     cases=[
         Case((TensorType((2, 4), "i64"),), {"vocab": 5, "dim": 3}),
         Case((TensorType(("N", "T"), "i64"),), {"vocab": 4, "dim": 6}, "symbolic batch and length"),

@@ -257,10 +257,12 @@ def _register(kind, doc, extra_params=(), extra_cases=()):
 
 
 LSTM = _register("lstm", "Long short-term memory layer (nn.LSTM, batch_first): [N, T, D] -> [N, T, H*dirs] "
-                         "or [N, H*dirs] (last step); PyTorch's weights and gate order (i, f, g, o).")
+                         "or [N, H*dirs] (last step); PyTorch's weights and gate order (i, f, g, o). "
+                         "Every sequence of a batch runs all T steps (variable lengths: not yet).")
 GRU = _register("gru", "Gated recurrent unit layer (nn.GRU, batch_first): [N, T, D] -> [N, T, H*dirs] "
-                       "or [N, H*dirs]; PyTorch's weights and gate order (r, z, n).")
+                       "or [N, H*dirs]; PyTorch's weights and gate order (r, z, n). "
+                       "Every sequence runs all T steps.")
 RNN = _register("rnn", "Elman RNN layer (nn.RNN, batch_first): h = act(W_ih x + b_ih + W_hh h + b_hh); "
-                       "[N, T, D] -> [N, T, H*dirs] or [N, H*dirs].",
+                       "[N, T, D] -> [N, T, H*dirs] or [N, H*dirs]. Every sequence runs all T steps.",
                 (Param("activation", "choice", "tanh", choices=("tanh", "relu")),),
                 (Case((TensorType((2, 3, 4)),), {"hidden": 3, "activation": "relu"}, "relu"),))

@@ -351,9 +351,7 @@ def csv(path: str | os.PathLike, target: int | str = -1) -> Dataset:
 # ---------------------------------------------------------------------------------------- specs
 SOURCES = {"linear2d": linear2d, "nonseparable2d": nonseparable2d, "rosenbrock": rosenbrock,
            "sinxsiny": sinxsiny, "mnist": mnist, "npz": npz, "csv": csv}
-from dslc.train import sequence_data as _seq  # noqa: E402  (it builds on the classes above)
-
-SOURCES.update(adding=_seq.adding, copy=_seq.copy, text=_seq.text)
+from dslc.train import sequence_data as _seq  # noqa: E402,F401  (it builds on the classes above; registers adding, copy, text)
 from dslc.train import image_data as _img, streaming as _stream  # noqa: E402
 
 SOURCES.update(images=_img.images, npy=_stream.npy)
@@ -538,8 +536,9 @@ def classes_per_target(g) -> dict[str, tuple[str, int]]:
         if tsrc not in (g.graph.get("targets") or []):
             continue
         logits = g.nodes[lsrc]["outputs"][li]
-        if nd["op"] == "cross_entropy" and logits.rank >= 2 and isinstance(logits.shape[1], int):
-            out[tsrc] = ("cross_entropy", logits.shape[1])
+        axis = -1 if nd["attrs"].get("class_last") else 1    # sequence logits [N, T, V] are read class-last
+        if nd["op"] == "cross_entropy" and logits.rank >= 2 and isinstance(logits.shape[axis], int):
+            out[tsrc] = ("cross_entropy", logits.shape[axis])
         elif nd["op"] == "bce":
             out[tsrc] = ("bce", 2)
     return out

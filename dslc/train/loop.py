@@ -113,15 +113,20 @@ class TrainResult:
 class Metric:
     """Accumulates a per-batch figure from (the loss's first operand, its target)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, class_axis: int = 1, ignore_index: int | None = None):
         self.kind = kind  # "accuracy_ce" | "accuracy_bce" | "mse" | "rmse" | "none"
         self.label = {"accuracy_ce": "acc", "accuracy_bce": "acc", "mse": "mse", "rmse": "rmse"}.get(kind)
+        self.class_axis = class_axis          # -1 for sequence logits [N, T, V]
+        self.ignore_index = ignore_index      # positions cross_entropy leaves out do not count
 
     def batch(self, pred: np.ndarray, target: np.ndarray) -> tuple[float, int]:
         k = self.kind
         if k == "accuracy_ce":
-            p = pred.argmax(axis=1)
-            t = target.argmax(axis=1) if target.ndim == pred.ndim else target
+            p = pred.argmax(axis=self.class_axis)
+            t = target.argmax(axis=self.class_axis) if target.ndim == pred.ndim else target
+            if self.ignore_index is not None and target.ndim < pred.ndim:
+                keep = t != self.ignore_index
+                return float(np.count_nonzero((p == t) & keep)), int(np.count_nonzero(keep))
             return float(np.count_nonzero(p == t)), int(p.size)
         if k == "accuracy_bce":
             return float(np.count_nonzero((pred > 0) == (target > 0.5))), int(pred.size)
@@ -151,7 +156,8 @@ def choose_metric(g, requested: str | None) -> Metric:
         return Metric(requested)
     if requested == "accuracy" or requested is None:
         if op == "cross_entropy":
-            return Metric("accuracy_ce")
+            attrs = g.nodes[loss[0]].get("attrs") or {}
+            return Metric("accuracy_ce", -1 if attrs.get("class_last") else 1, attrs.get("ignore_index"))
         if op == "bce":
             return Metric("accuracy_bce")
         if requested == "accuracy":
@@ -311,14 +317,23 @@ def write_plot(path, history: list[dict], metric_label: str | None, title: str =
     atomic_write_bytes(path, buf.getvalue())
 
 
-def export_onnx(g, weights: dict, path, fold_bn: bool = True) -> None:
+def export_onnx(g, weights: dict, path, fold_bn: bool = True, metadata: dict[str, str] | None = None) -> None:
     """The trained model as ONNX (lowering: evaluation-mode graph, weights as initializers; each batchnorm's
     running statistics are folded into the conv before it, or kept in a BatchNormalization node where there is
-    none or with fold_bn=False), as `dslc compile --weights` would write it."""
+    none or with fold_bn=False), as `dslc compile --weights` would write it. `metadata`: extra metadata_props
+    (the text vocabulary, for `dslc generate`)."""
     from dslc.lowering.compile import compile_graph
     from dslc.lowering.save import save_model
     model, _info = compile_graph(g, weights=weights, fold_bn=fold_bn)
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
     save_model(model, str(path))
+
+
+def export_metadata(ds: D.Dataset) -> dict[str, str]:
+    """What the exported model must carry from its data to be used: a text source's vocabulary."""
+    from dslc.train.sequence_data import VOCAB_KEY
+    return {VOCAB_KEY: ds.info["vocab"]} if ds.info.get("vocab") else {}
 
 
 # ------------------------------------------------------------------------------------------- evaluation

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dslc.train.data import Dataset, DataError, Split, _gen
+from dslc.train.data import SOURCES, Dataset, DataError, Split, _gen
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "dslc_docs.txt"
+VOCAB_KEY = "dslc.vocab"   # ONNX metadata: the characters of ids 0..V-1, written by `dslc train`, read by generate
 
 
 def _positive(name: str, **values) -> None:
@@ -74,19 +75,28 @@ def copy(n: int = 2000, symbols: int = 10, delay: int = 20, seed: int = 0) -> Da
                                                    "baseline": f"log(8) = {np.log(8):.3f} per copied symbol"})
 
 
-def text(path: str | None = None, seq_len: int = 64, stride: int | None = None) -> Dataset:
-    _positive("text", seq_len=seq_len)
-    stride = seq_len if stride is None else stride
-    _positive("text", stride=stride)
+def _read(path: str | None) -> tuple[Path, str]:
     p = Path(path) if path is not None else CORPUS
     try:
-        chars = p.read_text(encoding="utf-8")
+        return p, p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"text: {p} not found") from None
     except UnicodeDecodeError as e:
         raise DataError(f"text: {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise DataError(f"text: cannot read {p}: {e.strerror or e}") from None
+
+
+def text_vocab(path: str | None = None) -> str:
+    """The vocabulary text(path) uses: the file's distinct characters, sorted; id i is character i."""
+    return "".join(sorted(set(_read(path)[1])))
+
+
+def text(path: str | None = None, seq_len: int = 64, stride: int | None = None) -> Dataset:
+    _positive("text", seq_len=seq_len)
+    stride = seq_len if stride is None else stride
+    _positive("text", stride=stride)
+    p, chars = _read(path)
     vocab = sorted(set(chars))
     if len(chars) < 10 * (seq_len + 1):
         raise DataError(f"text: {p} has {len(chars)} characters; seq_len {seq_len} needs at least "
@@ -105,3 +115,7 @@ def text(path: str | None = None, seq_len: int = 64, stride: int | None = None) 
     return Dataset(f"text({p.name})", Split([xtr], [ytr]), Split([xte], [yte]), task="classification",
                    num_classes=len(vocab), info={"path": str(p), "vocab": "".join(vocab), "seq_len": seq_len,
                                                  "characters": len(chars)})
+
+
+# registered here, not in data.py, so that importing this module first works too
+SOURCES.update(adding=adding, copy=copy, text=text)

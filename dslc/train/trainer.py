@@ -243,7 +243,8 @@ class Trainer:
                 prog.line("test: " + L._figures(test, self.metric))
             if self.export and self.paths.get("onnx"):
                 try:
-                    L.export_onnx(self.g, self.engine.weights(), self.paths["onnx"], fold_bn=self.fold_bn)
+                    L.export_onnx(self.g, self.engine.weights(), self.paths["onnx"], fold_bn=self.fold_bn,
+                                  metadata=L.export_metadata(ds))
                 except Exception as e:  # a lowering bug must not lose the trained weights: they are in the checkpoint
                     where = f"; the trained weights are in {self.ckpt_path}" if self.writer else ""
                     raise L.ExportError(f"training finished, but exporting {self.paths['onnx']} failed: "

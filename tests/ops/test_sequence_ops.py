@@ -115,6 +115,22 @@ def test_token_program_checks_compiles_and_runs_in_onnxruntime(tmp_path):
         ex.forward([np.array([[0, 11]])])
 
 
+def test_onnxruntime_gather_behaviour_for_out_of_range_ids_is_as_documented(tmp_path):
+    """docs/language.md: the exported model's Gather (CPU provider) fails for ids outside [-vocab, vocab) and
+    reads a negative id inside that range from the end of the table -- unlike the executor, which refuses it."""
+    prog = load(tmp_path / "emb.net", text="network emb(tokens: i64[N, T]) {\n    y = tokens |> embedding(5, 3)\n"
+                                           "    return y\n}\n")
+    weights = init_weights(prog.graph, seed=0)
+    model, _ = compile_graph(prog.graph, weights)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    table = next(v for k, v in weights.items() if k.endswith(".weight"))
+    got = sess.run(None, {"tokens": np.array([[-1, -5, 4]])})[0]
+    np.testing.assert_array_equal(got[0], table[[4, 0, 4]])
+    for bad in (5, -6):
+        with pytest.raises(Exception, match="out of data bounds"):
+            sess.run(None, {"tokens": np.array([[0, bad]])})
+
+
 # ---- drop_path ----------------------------------------------------------------------------------------------------
 def test_drop_path_drops_whole_samples_while_training_only():
     x = np.ones((64, 3, 4), np.float32)

@@ -85,3 +85,37 @@ def test_a_train_section_reads_the_adding_problem(tmp_path):
     r = dslc.train(prog, quiet=True)
     losses = [h["loss"] for h in r.history if h.get("kind") == "epoch"]
     assert losses[-1] < losses[0]
+
+
+def test_sequence_logits_train_with_a_vocabulary_larger_than_the_context(tmp_path):
+    """[N, T, V] logits with [N, T] targets: the class count and the accuracy are read along V (class-last),
+    also when T is fixed and smaller than V; text(stride=) is an integer in a train section."""
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghijklmnopqrstuvwxyz" * 40, encoding="utf-8")
+    src = tmp_path / "lm.net"
+    src.write_text("network lm(tokens: i64[N, 8]) {\n    logits = tokens |> embedding(26, 8) |> linear(26)\n"
+                   "    return logits\n}\ntrain {\n    target next: i64[N, 8]\n    loss = cross_entropy(logits, next)\n"
+                   f"    optimizer = adam(lr=0.05)\n    data = text(\"{text}\", seq_len=8, stride=3)\n"
+                   "    epochs = 4\n    batch_size = 16\n}\n")
+    prog = dslc.load(src)
+    assert prog.ok, prog.diagnostics.render_all()
+    assert prog.graph.graph["train"]["data"]["stride"] == 3
+    r = dslc.train(prog, quiet=True)
+    assert len(r.dataset.train) == len(range(0, int(1040 * 0.9) - 9, 3))
+    assert r.final["acc"] > 0.9 and r.test["acc"] > 0.9   # next letter from this letter: learnable exactly
+
+
+def test_text_vocab_is_the_vocabulary_of_text(tmp_path):
+    from dslc.train.sequence_data import text_vocab
+    f = tmp_path / "t.txt"
+    f.write_text("hello, world\n" * 20, encoding="utf-8")
+    assert text_vocab(str(f)) == D.load_data({"name": "text", "path": str(f), "seq_len": 4}).info["vocab"]
+    assert text_vocab(str(f)) == "\n ,dehlorw"
+
+
+def test_the_sequence_module_imports_first():
+    import subprocess
+    import sys
+    code = "from dslc.train import sequence_data as S; from dslc.train import data as D; print(D.SOURCES['text'] is S.text)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
