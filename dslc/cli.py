@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_torch", "export_kserve", "fmt", "diff", "export_weights"]
+COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_torch", "export_kserve", "fmt", "diff", "lsp", "export_weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:
