@@ -3,7 +3,7 @@ them; the state lives in session.py.
 
 A bug in a handler never stops the server: pygls logs it and answers the request with an LSP error
 (notifications are logged only). `DSLC_LSP_FAULT=<method>` makes that method's handler raise, so the tests can
-check exactly this path.
+check exactly this path (a comma-separated list names several).
 
 Client settings (initializationOptions, or `dslc` in workspace/didChangeConfiguration):
     inlayHints   true (default) / false: the shape hints at the end of assignments
@@ -39,7 +39,7 @@ def guarded(method: str):
     def wrap(fn):
         @functools.wraps(fn)
         def handler(ls, params):
-            if os.environ.get("DSLC_LSP_FAULT") == method:
+            if method in os.environ.get("DSLC_LSP_FAULT", "").split(","):
                 raise RuntimeError(f"fault injected into {method} (DSLC_LSP_FAULT)")
             return fn(ls, params)
         return handler

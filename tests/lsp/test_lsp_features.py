@@ -9,7 +9,7 @@ from lsprotocol import types as T
 
 from dslc.fmt import format_source
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 RESNET50 = ROOT / "networks" / "resnet50.net"
 
