@@ -83,6 +83,14 @@ def did_save(ls: DslcServer, params: T.DidSaveTextDocumentParams):
     ls.session.schedule(params.text_document.uri, delay=0)
 
 
+@server.feature(T.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: DslcServer, params: T.DidChangeWatchedFilesParams):
+    # a file changed on disk (another editor, git): re-check the open buffers that import it
+    for change in params.changes:
+        for uri in ls.session.dependents(change.uri):
+            ls.session.schedule(uri)
+
+
 @server.feature(T.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: DslcServer, params: T.DidCloseTextDocumentParams):
     ls.session.closed(params.text_document.uri)
