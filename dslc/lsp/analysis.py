@@ -122,7 +122,8 @@ class Analysis:
 
 def analyze(path: Path, text: str, cache: ParseCache, buffers: Callable[[Path], str | None],
             version: int | None = None) -> Analysis:
-    """Check `text` as the contents of `path`. Never raises for mistakes in the program."""
+    """Check `text` as the contents of `path`, as `dslc check` does (except that a file of blocks only is no
+    error). Never raises for mistakes in the program."""
     path = Path(path).resolve()
     prog = Program(str(path))
     modules = EditorModuleSet(prog.diagnostics, cache, buffers)
@@ -134,9 +135,9 @@ def analyze(path: Path, text: str, cache: ParseCache, buffers: Callable[[Path], 
         return el
 
     module, _ = parse_modules(prog, path, text, modules)
-    if module is not None and not prog.diagnostics.has_errors():
+    # a library (blocks, no network) is normal in an editor: not the error `dslc check` makes of it. Its blocks
+    # run when a network calls them: session.py shows the shapes of an open network that imports it.
+    if module is not None and module.networks and not prog.diagnostics.has_errors():
         elaborate_networks(prog, module, modules, None, None, elaborator=make)
-    elif module is not None:
-        prog.module = module
     facts = el_holder[0].facts if el_holder else Facts()
     return Analysis(path, text, version, prog, modules, facts)

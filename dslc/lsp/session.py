@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types as T
@@ -45,14 +46,25 @@ class Session:
         an = self.latest.get(uri)
         if an is None or an.text != doc.source:
             an = self.check(uri)
-        return an
+        return self._borrow(an)
 
     def usable(self, uri: str) -> Analysis | None:
         """The current analysis if it parsed, else the last one that did (positions may have moved a little)."""
         an = self.current(uri)
         if an is not None and an.module is not None:
             return an
-        return self.good.get(uri, an)
+        return self._borrow(self.good.get(uri, an))
+
+    def _borrow(self, an: Analysis | None) -> Analysis | None:
+        """A library's blocks have shapes only where a network calls them: take the facts of an open buffer that
+        imports this one (and read the same text of it), so hover and hints show the shapes of those calls."""
+        if an is None or an.module is None or an.module.networks:
+            return an
+        for other in self.latest.values():
+            if other is not an and an.path in other.files() and \
+                    other.program.diagnostics.sources.get(an.shown) == an.text:
+                return replace(an, facts=other.facts)
+        return an
 
     def check(self, uri: str) -> Analysis | None:
         doc = self._doc(uri)

@@ -154,3 +154,20 @@ async def test_formatting_is_dslc_fmt(client, tmp_path):
     assert len(edits) == 1 and edits[0].range.start == T.Position(0, 0)
     assert edits[0].new_text == format_source(text) != text
     assert "y = x |> linear(2, bias=false)" in edits[0].new_text
+
+
+async def test_a_library_shows_the_shapes_of_the_network_that_imports_it(client):
+    await open_and_check(client, RESNET50)
+    std = ROOT / "dslc" / "std" / "resnet.net"
+    got = await open_and_check(client, std)
+    assert list(got.diagnostics) == []  # a file of blocks is no error in an editor
+    text = std.read_text()
+    hints = await client.text_document_inlay_hint_async(T.InlayHintParams(
+        T.TextDocumentIdentifier(uri_of(std)), T.Range(T.Position(0, 0), T.Position(1000, 0))))
+    out_line = position_of(text, "out = relu(y + shortcut)\n    return out\n}\n\n# `n` residual").line
+    (label,) = [h.label for h in hints if h.position.line == out_line]
+    assert label == "[N, 256, 56, 56] | [N, 512, 28, 28] | [N, 1024, 14, 14] | +1"  # bottleneck in resnet50
+    h = await client.text_document_hover_async(T.HoverParams(
+        T.TextDocumentIdentifier(uri_of(std)), T.Position(out_line, 5)))
+    assert "`out`, 4 values" in h.contents.value and "`f32[N, 2048, 7, 7]`" in h.contents.value
+    client.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri_of(std))))
