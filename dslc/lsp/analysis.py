@@ -74,6 +74,7 @@ class Analysis:
     program: Program
     modules: EditorModuleSet
     facts: Facts = field(default_factory=Facts)
+    buffer: str | None = None  # for an analysis of a recovered text (see `recover`): the buffer's own text
 
     @property
     def module(self):
@@ -141,3 +142,25 @@ def analyze(path: Path, text: str, cache: ParseCache, buffers: Callable[[Path], 
         elaborate_networks(prog, module, modules, None, None, elaborator=make)
     facts = el_holder[0].facts if el_holder else Facts()
     return Analysis(path, text, version, prog, modules, facts)
+
+
+def recover(path: Path, text: str, cache: ParseCache, buffers: Callable[[Path], str | None],
+            version: int | None = None) -> Analysis | None:
+    """For a buffer with syntax errors: the analysis of its text with the broken statements blanked out (the
+    parser's own error recovery, dslc/frontend/syntax.py), so the rest of a half-typed file keeps its shapes,
+    hover and completion. None where that text does not parse either. Its diagnostics are not shown: the
+    buffer's are its syntax errors."""
+    from lark.exceptions import UnexpectedInput
+
+    from dslc.frontend.grammar import lark_parser
+    from dslc.frontend.syntax import recovered_text
+    try:
+        lark_parser().parse(text)
+        return None  # the grammar accepts it: the error came later (ToAst), nothing to blank
+    except UnexpectedInput as e:
+        work = recovered_text(lark_parser().parse, e, text)
+    if work is None:
+        return None
+    an = analyze(path, work, cache, buffers, version)
+    an.buffer = text
+    return an if an.module is not None else None

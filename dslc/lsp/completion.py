@@ -3,6 +3,7 @@ parse) with the light tokeniser of dslc/frontend/syntax.py; names in scope, and 
 last analysis of the buffer that parsed."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lsprotocol import types as T
@@ -143,8 +144,7 @@ def completion(an: Analysis | None, text: str, line0: int, char0: int) -> T.Comp
                 items.append(T.CompletionItem(f"{name}=", kind=K.Field, insert_text=f"{name}=",
                                               detail=f"default {d}" if d is not None else "required",
                                               documentation=doc or None, sort_text=f"0{name}"))
-    after_pipe = before.rstrip().endswith("|>") or bool(before.rstrip() and before.rsplit("|>", 1)[-1].strip()
-                                                        .isidentifier() and "|>" in before)
+    after_pipe = re.sub(r"[A-Za-z_][A-Za-z0-9_]*$", "", before).rstrip().endswith("|>")  # `x |> rel`: a stage
     for name, op in sorted(registry.all_ops().items()):
         items.append(T.CompletionItem(name, kind=K.Function, detail=D.op_signature(op),
                                       documentation=T.MarkupContent(T.MarkupKind.Markdown, D.op_markdown(op)),

@@ -106,7 +106,7 @@ def on_hover(ls: DslcServer, params: T.HoverParams):
 @server.feature(T.TEXT_DOCUMENT_INLAY_HINT)
 @guarded(T.TEXT_DOCUMENT_INLAY_HINT)
 def on_inlay_hint(ls: DslcServer, params: T.InlayHintParams):
-    an = ls.session.current(params.text_document.uri)
+    an = ls.session.exact(params.text_document.uri)
     if an is None or not ls.session.inlay_hints:
         return []
     return inlay.inlay_hints(an, params.range.start.line, params.range.end.line)
@@ -145,6 +145,7 @@ def _text(ls: DslcServer, uri: str) -> str:
 @guarded(T.TEXT_DOCUMENT_COMPLETION)
 def on_completion(ls: DslcServer, params: T.CompletionParams):
     uri = params.text_document.uri
+    ls.session.current(uri)  # refreshes `good`: this text, or its recovered form while it does not parse
     return completion.completion(ls.session.good.get(uri), _text(ls, uri), params.position.line,
                                  params.position.character)
 
@@ -153,7 +154,7 @@ def on_completion(ls: DslcServer, params: T.CompletionParams):
 @guarded(T.TEXT_DOCUMENT_SIGNATURE_HELP)
 def on_signature_help(ls: DslcServer, params: T.SignatureHelpParams):
     uri = params.text_document.uri
-    ls.session.current(uri)  # refreshes `good` when the text parses
+    ls.session.current(uri)  # refreshes `good`
     return completion.signature_help(ls.session.good.get(uri), _text(ls, uri), params.position.line,
                                      params.position.character)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lsprotocol import types as T
 
-from dslc.lsp.analysis import Analysis, ParseCache, analyze
+from dslc.lsp.analysis import Analysis, ParseCache, analyze, recover
 from dslc.lsp.convert import DiagnosticConverter, path_to_uri, uri_to_path
 
 log = logging.getLogger("dslc.lsp")
@@ -55,6 +55,15 @@ class Session:
             return an
         return self._borrow(self.good.get(uri, an))
 
+    def exact(self, uri: str) -> Analysis | None:
+        """An analysis whose positions are exactly the buffer's: the current one, or, while the buffer has syntax
+        errors, that of its text with the broken statements blanked (None when recovery failed)."""
+        an = self.current(uri)
+        if an is None or an.module is not None:
+            return an
+        good = self.good.get(uri)
+        return self._borrow(good) if good is not None and good.buffer == an.text else None
+
     def _borrow(self, an: Analysis | None) -> Analysis | None:
         """A library's blocks have shapes only where a network calls them: take the facts of an open buffer that
         imports this one (and read the same text of it), so hover and hints show the shapes of those calls."""
@@ -81,7 +90,15 @@ class Session:
                                                         T.DiagnosticSeverity.Error, source="dslc")]})
             return self.latest.get(uri)
         self.latest[uri] = an
-        if an.module is not None:
+        if an.module is None:
+            try:
+                an_rec = recover(path, doc.source, self.cache, self.buffer_text, doc.version)
+            except Exception:
+                log.error("internal error recovering %s:\n%s", uri, traceback.format_exc())
+                an_rec = None
+            if an_rec is not None:
+                self.good[uri] = an_rec
+        else:
             self.good[uri] = an
         return an
 

@@ -171,3 +171,20 @@ async def test_a_library_shows_the_shapes_of_the_network_that_imports_it(client)
         T.TextDocumentIdentifier(uri_of(std)), T.Position(out_line, 5)))
     assert "`out`, 4 values" in h.contents.value and "`f32[N, 2048, 7, 7]`" in h.contents.value
     client.text_document_did_close(T.DidCloseTextDocumentParams(T.TextDocumentIdentifier(uri_of(std))))
+
+
+async def test_a_half_typed_buffer_keeps_its_shapes_and_blocks(client, tmp_path):
+    # never parsed since it was opened: the broken statement is blanked (the parser's own recovery), the rest
+    # is checked, so hints, hover and the imported blocks stay available while typing
+    path = tmp_path / "half.net"
+    text = ("import std.resnet\nnetwork n(x: f32[N, 3, 32, 32]) {\n    h = x |> conv2d(8, 3)\n"
+            "    y = h |> basic_block(8) |>\n    z = h |> relu\n    return z\n}\n")
+    got = await open_and_check(client, path, text)
+    assert [d.range.start.line for d in got.diagnostics] == [3]  # the syntax error: a stage must follow `|>`
+    uri = uri_of(path)
+    hints = await client.text_document_inlay_hint_async(T.InlayHintParams(
+        T.TextDocumentIdentifier(uri), T.Range(T.Position(0, 0), T.Position(10, 0))))
+    assert {(h.position.line, h.label) for h in hints} >= {(2, "[N, 8, 30, 30]")}
+    items = (await client.text_document_completion_async(T.CompletionParams(
+        T.TextDocumentIdentifier(uri), position_of(text, "basic_block(8) |>", 17)))).items
+    assert {"basic_block", "bottleneck", "conv2d"} <= {i.label for i in items}
