@@ -81,7 +81,8 @@ def parse_modules(prog: Program, path, text, modules=None):
 
 def elaborate_networks(prog: Program, module, modules, network: str | None, params: dict | None,
                        elaborator=None) -> None:
-    """`elaborator`: the Elaborator class to run (the language server's records what it computes)."""
+    """`elaborator`: makes the Elaborator from (modules, diagnostics); the language server's records what it
+    computes."""
     from dslc.frontend.elaborate import Elaborator
     nets = module.networks
     if not nets:

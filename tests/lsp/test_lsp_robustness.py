@@ -1,6 +1,6 @@
-"""`dslc lsp` never dies on what an editor sends: random edits of every network in networks/ as incremental didChange events,
-with requests at random places in between, and every golden test case (most of them broken on purpose)
-opened. A bug inside a handler is answered with an LSP error and the server keeps serving."""
+"""`dslc lsp` never dies on what an editor sends: random edits of every network in networks/ as incremental
+didChange events, with requests at random places in between, and every golden test case (most of them broken
+on purpose) opened. A bug inside a handler is answered with an LSP error and the server keeps serving."""
 from __future__ import annotations
 
 import os
