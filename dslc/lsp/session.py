@@ -22,7 +22,7 @@ class Session:
         self.server = server
         self.cache = ParseCache()
         self.latest: dict[str, Analysis] = {}  # uri -> analysis of its current (or last checked) text
-        self.good: dict[str, Analysis] = {}  # uri -> last analysis whose text parsed
+        self.good: dict[str, Analysis] = {}  # uri -> last analysis that parsed (maybe of a recovered text)
         self.pending: dict[str, asyncio.Task] = {}
         self.published: dict[str, dict[str, list]] = {}  # target uri -> source uri -> diagnostics
         self.debounce_s = 0.04
