@@ -62,9 +62,11 @@ def load(path: str | Path, network: str | None = None, params: dict | None = Non
     return prog
 
 
-def parse_modules(prog: Program, path, text):
+def parse_modules(prog: Program, path, text, modules=None):
+    """`modules`: a ModuleSet sharing `prog.diagnostics` (the language server passes one that reads editor
+    buffers and reuses parsed imports); a fresh one by default."""
     from dslc.frontend.modules import ModuleSet
-    modules = ModuleSet(prog.diagnostics)
+    modules = modules if modules is not None else ModuleSet(prog.diagnostics)
     p = Path(path)
     if text is None and not p.exists():
         raise FileNotFoundError(str(path))
@@ -77,7 +79,10 @@ def parse_modules(prog: Program, path, text):
     return module, modules
 
 
-def elaborate_networks(prog: Program, module, modules, network: str | None, params: dict | None) -> None:
+def elaborate_networks(prog: Program, module, modules, network: str | None, params: dict | None,
+                       elaborator=None) -> None:
+    """`elaborator`: makes the Elaborator from (modules, diagnostics); the language server's records what it
+    computes."""
     from dslc.frontend.elaborate import Elaborator
     nets = module.networks
     if not nets:
@@ -90,7 +95,7 @@ def elaborate_networks(prog: Program, module, modules, network: str | None, para
                                f"networks: {', '.join(n.name for n in nets)}")
         return
     trains = _assign_trains(prog, module)
-    el = Elaborator(modules, prog.diagnostics)
+    el = (elaborator or Elaborator)(modules, prog.diagnostics)
     selected = network or nets[-1].name
     for net in nets:
         if network is not None and net.name != network:

@@ -9,7 +9,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_torch", "export_kserve", "fmt", "diff", "export_weights", "generate"]
+COMMANDS = ["check", "compile", "run", "graph", "train", "serve", "export_triton", "export_torch", "export_kserve", "fmt",
+            "diff", "lsp", "export_weights", "generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,19 +54,29 @@ class ModuleSet:
         if path in self.by_path:
             return self.by_path[path]
         if text is None:
-            text = path.read_text()
+            text = self.read(path)
         text = text.removeprefix("\ufeff")  # a byte-order mark is no part of the program
         self.diags.sources[shown] = text
-        try:
-            module = parse(text, shown)
-        except UserError as e:
-            for d in getattr(e, "diagnostics", [e.diagnostic]):
-                self.diags.add(d)
-            self.by_path[path] = None
-            return None
+        module, errors = self.parse(path, text, shown)
+        for d in errors:
+            self.diags.add(d)
         self.by_path[path] = module
+        if module is None:
+            return None
         self._build_table(module, path, stack + [path])
         return module
+
+    # The two hooks the language server overrides (dslc/lsp/analysis.py): unsaved editor buffers are read
+    # instead of the files on disk, and the parse of an unchanged import is reused between edits.
+    def read(self, path: Path) -> str:
+        return path.read_text()
+
+    def parse(self, path: Path, text: str, shown: str) -> tuple[A.Module | None, list]:
+        """The module, or None and the syntax errors."""
+        try:
+            return parse(text, shown), []
+        except UserError as e:
+            return None, list(getattr(e, "diagnostics", [e.diagnostic]))
 
     def _resolve(self, imp: A.Import, importer: Path) -> Path:
         if imp.std:

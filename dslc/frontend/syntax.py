@@ -538,6 +538,18 @@ def error_offset(e: UnexpectedInput) -> int:
 
 def parse_errors(parse, first: UnexpectedInput, text: str, file: str) -> list[Diagnostic]:
     """All syntax errors worth reporting, starting from the parser's first complaint `first`."""
+    return _recover(parse, first, text, file)[0]
+
+
+def recovered_text(parse, first: UnexpectedInput, text: str) -> str | None:
+    """The text with each statement that holds a syntax error blanked out, if the rest then parses (else None).
+    Every position stays put: the language server checks the rest of a half-typed buffer this way."""
+    _, work, parsed = _recover(parse, first, text, "")
+    return work if parsed else None
+
+
+def _recover(parse, first: UnexpectedInput, text: str, file: str) -> tuple[list[Diagnostic], str, bool]:
+    """(diagnostics, the text with the broken statements blanked, whether that text parses)."""
     diags = []
     work, e, last = text, first, -1
     lexer_lines: set[int] = set()
@@ -560,4 +572,4 @@ def parse_errors(parse, first: UnexpectedInput, text: str, file: str) -> list[Di
             e = None
         except UnexpectedInput as e2:
             e = e2
-    return diags
+    return diags, work, e is None
