@@ -20,7 +20,7 @@ def run(args) -> int:
 
     from dslc.lowering.compile import load_program
     from dslc.lowering.errors import report
-    from dslc.torchgen import TorchCodegenError, class_name, module_source
+    from dslc.torchgen import TorchCodegenError, module_source, root_class_name
     src = Path(args.file)
     try:
         prog, g = load_program(src, args.network)
@@ -43,6 +43,8 @@ def run(args) -> int:
     except OSError as e:
         print(f"dslc: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: class {class_name(g.graph.get('name') or 'network')} "
-          f"({sum(1 for n in g if g.nodes[n]['op'] != 'input')} statements)")
+    blocks = text.count("\nclass ") - 1
+    print(f"wrote {out}: class {root_class_name(g, text)} "
+          f"({sum(1 for n in g if g.nodes[n]['op'] != 'input')} nodes"
+          + (f", {blocks} block class{'es' if blocks != 1 else ''})" if blocks else ")"))
     return 0

@@ -270,14 +270,19 @@ def conv_transpose2d_lower(ctx, node):
 
 
 def deconv_torch(e):
-    """F.conv_transpose2d (dslc's pads are what it crops: symmetric pads map onto `padding`)."""
+    """F.conv_transpose2d. dslc's pads are what it crops from the full output: symmetric pads map onto `padding`;
+    asymmetric ones crop the unpadded output (the bias is the same everywhere, so cropping after it is exact)."""
     a = e.a
     pads = tuple(a["pads"])
-    if pads[:2] != pads[2:]:
-        raise ValueError("conv_transpose2d with asymmetric pads has no PyTorch lowering")
     bias = e.w("bias") if a["bias"] else None
-    return (f"F.conv_transpose2d({e.x()}, {e.w('weight')}, {bias}, stride={a['stride']}, padding={pads[:2]}, "
-            f"output_padding={a['output_padding']}, groups={a['groups']}, dilation={a['dilation']})")
+    sym = pads[:2] == pads[2:]
+    call = (f"F.conv_transpose2d({e.x()}, {e.w('weight')}, {bias}, stride={a['stride']}, "
+            f"padding={pads[:2] if sym else (0, 0)}, output_padding={a['output_padding']}, groups={a['groups']}, "
+            f"dilation={a['dilation']})")
+    if sym:
+        return call
+    crop = ", ".join(f"{b}:{-e_ if e_ else None}" for b, e_ in zip(pads[:2], pads[2:]))
+    return f"{call}[:, :, {crop}]"
 
 
 CONV_TRANSPOSE2D = register(Op(
@@ -297,6 +302,8 @@ CONV_TRANSPOSE2D = register(Op(
         Case((TensorType((1, 4, 4, 4)),), {"out": 2, "kernel": 3, "groups": 2, "dilation": 2, "bias": False},
              "grouped, dilated"),
         Case((TensorType(("N", 3, 4, 4)),), {"out": 2, "kernel": 4, "stride": 2, "padding": 1}, "symbolic batch"),
+        Case((TensorType((1, 2, 3, 3)),), {"out": 2, "kernel": 3, "stride": 2, "padding": [0, 1, 1, 2],
+                                          "output_padding": 1}, "asymmetric pads"),
     ],
     lower=conv_transpose2d_lower, forward=conv_transpose2d_forward, vjp=conv_transpose2d_vjp, torch=deconv_torch,
 ))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dslc.torchgen.codegen import TorchCodegenError, class_name, module_source, root_class_name
 
-__all__ = ["TorchCodegenError", "module_source", "build_module", "loss_module"]
+__all__ = ["TorchCodegenError", "module_source", "root_class_name", "build_module", "loss_module"]
 
 
 def build_module(g):

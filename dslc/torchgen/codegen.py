@@ -107,6 +107,10 @@ def _init_spec(s) -> str:
     return s.init
 
 
+def _tuple_text(items) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
 @dataclass(eq=False)
 class ClassSpec:
     """One generated class and the units (block calls) that are its instances."""
@@ -115,6 +119,7 @@ class ClassSpec:
     forward: list[str]
     instances: list[Unit] = field(default_factory=list)
     dims: list[tuple[str, tuple]] = field(default_factory=list)   # constructor arguments: name, value per instance
+    exprs: dict = field(default_factory=dict)   # (node, key) -> shape; ("child", j) -> constructor arguments
 
     def value(self, u: Unit, dim: str):
         vec = dict(self.dims)[dim]
@@ -196,7 +201,7 @@ class Generator:
                tuple((u.rel(c.dotted), id(c.cls)) for c in u.children))
         spec = self._by_signature.get(sig)
         if spec is None:
-            taken = {k.name for k in self.classes}
+            taken = {k.name for k in self.classes} | {"F"}   # torch.nn.functional is F in the module
             base = class_name(u.call.block)
             name, k = base, 2
             while name in taken:
@@ -226,14 +231,13 @@ class Generator:
             types = [self.g.nodes[i.inputs[t][0]]["outputs"][i.inputs[t][1]] for i in insts]
             if all(ty.rank >= 2 and isinstance(ty.shape[1], int) for ty in types):
                 known.setdefault(tuple(ty.shape[1] for ty in types), f"{a}_channels")
-        spec._exprs = {}
 
         def expr(vec, hint=None) -> str:
             if len(set(vec)) == 1:
                 return repr(vec[0])
             if vec not in named:
-                name = known.get(vec) or hint
-                taken = set(named.values())
+                name = _ident(known.get(vec) or hint) if (known.get(vec) or hint) else None
+                taken = set(named.values()) | {"self"}
                 if not name or name in taken:
                     k = len(named) + 1
                     while f"d{k}" in taken:
@@ -245,12 +249,12 @@ class Generator:
 
         u0 = insts[0]
         for n in u0.nodes:
-            for key, s in self.g.nodes[n]["weights"].items():
-                specs = [self.g.nodes[i.same(u0, n)]["weights"][key] for i in insts]
-                spec._exprs[(n, key)] = tuple(expr(tuple(s.shape[a] for s in specs)) for a in range(len(s.shape)))
+            for key, ws in self.g.nodes[n]["weights"].items():
+                shapes = [self.g.nodes[i.same(u0, n)]["weights"][key].shape for i in insts]
+                spec.exprs[(n, key)] = tuple(expr(tuple(sh[a] for sh in shapes)) for a in range(len(ws.shape)))
         for j, c in enumerate(u0.children):
             kids = [i.child(u0.rel(c.dotted)) for i in insts]
-            spec._exprs[("child", j)] = [expr(tuple(c.cls.value(kid, d) for kid in kids), d) for d, _vec in c.cls.dims]
+            spec.exprs[("child", j)] = [expr(tuple(c.cls.value(kid, d) for kid in kids), d) for d, _vec in c.cls.dims]
 
     def init_lines(self, spec: ClassSpec) -> list[str]:
         u0 = spec.instances[0]
@@ -261,12 +265,12 @@ class Generator:
                 for trainable in (True, False):
                     keys = [k for k, s in weights.items() if s.trainable == trainable]
                     if keys:
-                        args = ", ".join(f"{k}=(({', '.join(spec._exprs[(item, k)])}{',' if len(weights[k].shape) == 1 else ''}), "
-                                         f"{_init_spec(weights[k])!r})" for k in keys)
+                        args = ", ".join(f"{k}=({_tuple_text(spec.exprs[(item, k)])}, {_init_spec(weights[k])!r})"
+                                         for k in keys)
                         out.append(f"_params(self, {u0.rel(item)!r}, {trainable}, {args})")
             else:
                 j = u0.children.index(item)
-                made = f"{item.cls.name}({', '.join(spec._exprs[('child', j)])})"
+                made = f"{item.cls.name}({', '.join(spec.exprs[('child', j)])})"
                 rel = u0.rel(item.dotted)
                 out.append(f"self.{rel} = {made}" if rel.isidentifier() and not keyword.iskeyword(rel)
                            else f"_attach(self, {rel!r}, {made})")
@@ -313,7 +317,7 @@ class Generator:
         outputs = dict(g.graph.get("outputs") or {})
         out_items = ", ".join(f"{k!r}: {names.values[tuple(v)]}" for k, v in outputs.items())
         loss_body = self.body(root, loss_nodes, names, " " * 12) if loss_nodes else []
-        taken = {k.name for k in self.classes}
+        taken = {k.name for k in self.classes} | {"F"}
         cls, k = class_name(name), 2
         while cls in taken:
             cls, k = f"{class_name(name)}{k}", k + 1
