@@ -16,6 +16,7 @@ import math
 
 import networkx as nx
 
+from dslc.ops import registry
 from dslc.summary import node_macs, summarize
 
 JSON_VERSION = 1
@@ -99,8 +100,46 @@ def _match_renames(ga, gb, la, lb, fa, fb) -> tuple[dict[str, str], list[dict]]:
                                           pos_b[sb[t][0]]))
         mapping.update(zip(sa[s], sb[t]))
         taken_b.update(sb[t])
-        renames.append({"from": s, "to": t, "layers": len(sa[s])})
+        renames.append({"kind": "block", "from": s, "to": t, "layers": len(sa[s])})
     return mapping, renames
+
+
+def _auto_named(g: nx.DiGraph, n: str) -> bool:
+    """Named by the elaborator (`relu2`: the op's short name and a counter per block), not with `as`."""
+    op = registry.get(g.nodes[n]["op"])
+    leaf = n.rpartition(".")[2]
+    return op is not None and leaf.startswith(op.short) and leaf[len(op.short):].isdigit()
+
+
+def _align_layers(ga, gb, la, lb, fa, fb, mapping) -> dict[str, str]:
+    """Pairs of layers that names would pair wrongly. The elaborator numbers unnamed layers per op within their
+    block, so inserting a `relu` renumbers the relus after it: within each block, the layers not yet paired are
+    aligned as sequences of ops (difflib), an unnamed layer standing for its op and a named one for its op and
+    name. Aligned runs pair in order; where the alignment replaces a run by one as long, layers whose facts are
+    identical but for the name (`as fc` -> `as head`) pair as renames. The rest is left to the names."""
+    from difflib import SequenceMatcher
+    taken = set(mapping.values())
+    by_block: dict[str, tuple[list, list]] = {}
+    for n in la:
+        if n not in mapping:
+            by_block.setdefault(n.rpartition(".")[0], ([], []))[0].append(n)
+    for n in lb:
+        if n not in taken:
+            by_block.setdefault(n.rpartition(".")[0], ([], []))[1].append(n)
+    out: dict[str, str] = {}
+    for xs, ys in by_block.values():
+        if not xs or not ys:
+            continue
+        ka = [(fa[n]["op"], None if _auto_named(ga, n) else n.rpartition(".")[2]) for n in xs]
+        kb = [(fb[n]["op"], None if _auto_named(gb, n) else n.rpartition(".")[2]) for n in ys]
+        for tag, i1, i2, j1, j2 in SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
+            if tag == "equal":
+                out.update(zip(xs[i1:i2], ys[j1:j2]))
+            elif tag == "replace" and i2 - i1 == j2 - j1:
+                same = ("op", "attrs", "outputs", "weights")
+                out.update((a, b) for a, b in zip(xs[i1:i2], ys[j1:j2])
+                           if all(fa[a][k] == fb[b][k] for k in same))
+    return out
 
 
 def _changes(ga, gb, a, b, fa, fb, mapping) -> dict:
@@ -146,11 +185,13 @@ def diff_graphs(ga: nx.DiGraph, gb: nx.DiGraph, depth: int = 1) -> dict:
     fa = {n: _facts(ga, n) for n in la}
     fb = {n: _facts(gb, n) for n in lb}
     mapping, renames = _match_renames(ga, gb, la, lb, fa, fb)
+    mapping.update(_align_layers(ga, gb, la, lb, fa, fb, mapping))
+    matched_b = set(mapping.values())
     set_b = set(lb)
     for n in la:
-        if n not in mapping and n in set_b and n not in mapping.values():
+        if n not in mapping and n in set_b and n not in matched_b:
             mapping[n] = n
-    matched_b = set(mapping.values())
+            matched_b.add(n)
 
     layers, blocks = [], {}
 
@@ -199,10 +240,13 @@ def diff_graphs(ga: nx.DiGraph, gb: nx.DiGraph, depth: int = 1) -> dict:
     net_params = _differ(_plain(ga.graph["params"]), _plain(gb.graph["params"]))
     counts = {s: sum(1 for r in layers if r["status"] == s) for s in ("added", "removed", "changed")}
     counts["renamed"] = sum(1 for a, b in mapping.items() if a != b)
+    in_block = tuple(r["from"] + "." for r in renames)
+    renames += [{"kind": "layer", "from": a, "to": b, "layers": 1} for a, b in mapping.items()
+                if a != b and not a.startswith(in_block)]
     counts["unchanged"] = len(mapping) - counts["changed"]
     return {
         "version": JSON_VERSION,
-        "identical": not (layers or renames or outputs),
+        "identical": not (layers or renames or outputs),   # a renamed layer renames its weights
         "totals": {"params": _delta(sa.trainable_params, sb.trainable_params), "macs": _delta(sa.macs, sb.macs),
                    "layers": counts},
         "renamed": renames,

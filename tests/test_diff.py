@@ -111,7 +111,7 @@ def test_renamed_block_is_a_rename_not_removed_and_added(tmp_path, capsys):
     b = write(tmp_path, "b.net", SMALL.replace("as body", "as trunk"))
     code, d = diff_json(capsys, a, b)
     assert code == 1 and not d["identical"]
-    assert d["renamed"] == [{"from": "body", "to": "trunk", "layers": 2}]
+    assert d["renamed"] == [{"kind": "block", "from": "body", "to": "trunk", "layers": 2}]
     assert d["layers"] == []   # nothing removed, nothing added, nothing changed (gap1's input is the renamed relu)
     assert d["totals"]["layers"] == {"added": 0, "removed": 0, "changed": 0, "renamed": 2, "unchanged": 7}
     assert [(r["name"], r["from"], r["renamed"]) for r in d["blocks"]] == [("trunk", "body", 2)]
@@ -221,3 +221,35 @@ def test_a_deeper_stage_adds_a_block_and_says_which_parameter_changed(tmp_path, 
     assert [r["name"] for r in d["layers"] if r["status"] == "changed"] == ["layer4.block1.conv1",
                                                                           "layer4.block1.downsample_conv"]
     assert [r["name"] for r in d["blocks"]] == ["layer3", "layer4"] and d["blocks"][1]["params"]["delta"] == 0
+
+
+MLP = """\
+network s(x: f32[N, 8]) {
+    h = x |> linear(16) |> relu |> linear(16) |> relu
+    y = h |> linear(4) as fc
+    return y
+}
+"""
+
+
+def test_an_inserted_unnamed_layer_renumbers_the_ones_after_it_without_changing_them(tmp_path, capsys):
+    a = write(tmp_path, "a.net", MLP)
+    b = write(tmp_path, "b.net", MLP.replace("x |> linear(16)", "x |> relu |> linear(16)"))
+    _, d = diff_json(capsys, a, b)
+    # by name alone relu1 and relu2 would read as rewired and relu3 as added; aligned by op they are renumbered
+    assert [(r["status"], r["name"], r["changes"]) for r in d["layers"]] == [
+        ("added", "relu1", {}), ("changed", "fc1", {"inputs": [[["x", 0]], [["relu1", 0]]]})]
+    assert [(r["kind"], r["from"], r["to"]) for r in d["renamed"]] == [("layer", "relu1", "relu2"),
+                                                                      ("layer", "relu2", "relu3")]
+    assert d["totals"]["layers"]["renamed"] == 2 and d["totals"]["params"]["delta"] == 0
+
+
+def test_a_renamed_layer_with_the_same_facts_is_a_rename(tmp_path, capsys):
+    a = write(tmp_path, "a.net", MLP)
+    _, d = diff_json(capsys, a, write(tmp_path, "b.net", MLP.replace("as fc", "as head")))
+    assert d["layers"] == [] and d["renamed"] == [{"kind": "layer", "from": "fc", "to": "head", "layers": 1}]
+    assert not d["identical"]
+    _, d = diff_json(capsys, a, write(tmp_path, "c.net", MLP.replace("linear(4) as fc", "linear(5) as head")))
+    assert d["renamed"] == [] and [(r["status"], r["name"]) for r in d["layers"]] == [("removed", "fc"),
+                                                                                      ("added", "head")]
+    assert d["outputs"] == {"y": ["f32[N, 4]", "f32[N, 5]"]}

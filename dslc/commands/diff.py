@@ -86,7 +86,8 @@ def print_diff(d: dict, a, b) -> None:
     if d["identical"]:
         console.print("no structural differences", markup=False)
     for r in d["renamed"]:
-        console.print(f"renamed {r['from']} → {r['to']} ({r['layers']} layers, same structure)", markup=False)
+        how = f" ({r['layers']} layers, same structure)" if r["kind"] == "block" else ""
+        console.print(f"renamed {r['from']} → {r['to']}{how}", markup=False)
     for k, (x, y) in d["network_params"].items():
         console.print(f"network parameter {k}: {_val(x)} → {_val(y)}", markup=False)
     for k, (x, y) in d["outputs"].items():
