@@ -1,11 +1,13 @@
 """A structural diff of two elaborated networks (the IR graphs of dslc/ir.py), for `dslc diff`.
 
-Layers are paired by their hierarchical node name (`layer3.block1.conv1`), except inside scopes that were
-renamed: first, every scope (a block instance, a name prefix such as `layer3` or `layer3.block2`) whose layers
-all exist on one side only is compared with the scopes of the other side that are in the same position; where
-the two have the same structure -- the same ops, attributes, output types, weight shapes and internal wiring,
-layer by layer in elaboration order -- they are paired as a rename, outermost scopes first, and their layers
-are paired in order. Everything else pairs by name; a name on one side only is an added or a removed layer.
+Layers are paired in three steps (docs/tools.md says the same for users):
+1. renamed blocks: a scope (a name prefix such as `layer3` or `layer3.block2`) whose layers all exist on one
+   side only pairs with such a scope of the other side that has the same structure -- the same ops,
+   attributes, output types, weight shapes and internal wiring, layer by layer in elaboration order --
+   outermost scopes first; their layers pair in order;
+2. renumbered layers: within each block, the layers still unpaired are aligned as op sequences, because the
+   elaborator numbers unnamed layers per op (`relu2`) and an inserted layer renumbers those after it;
+3. everything else pairs by name; a name on one side only is an added or a removed layer.
 
 `diff_graphs(a, b)` returns a plain dict (the `--json` shape, documented in docs/tools.md) so the command, the
 tests and other tools read one thing.

@@ -98,14 +98,21 @@ def print_diff(d: dict, a, b) -> None:
         t = Table(title="layers", title_justify="left", show_edge=False, pad_edge=False)
         t.add_column("")
         t.add_column("layer", min_width=max(map(len, names)))
-        t.add_column("op")
-        t.add_column("what changed", ratio=1)
-        cells = [(_signed(r["params"]["delta"]), _signed(r["macs"]["delta"], macs=True)) for r in d["layers"]]
-        for i, col in enumerate(("Δparams", "ΔMACs")):  # figures never wrap; the text column does
-            t.add_column(col, justify="right", min_width=max(len(col), *(len(c[i]) for c in cells)))
-        for r, name, (dp, dm) in zip(d["layers"], names, cells):
+        op_column = console.width >= 110  # a narrow terminal: the op leads the text instead
+        if op_column:
+            t.add_column("op")
+        figures = [(_signed(r["params"]["delta"]), _signed(r["macs"]["delta"], macs=True)) for r in d["layers"]]
+        widths = [max(len(col), *(len(c[i]) for c in figures)) for i, col in enumerate(("Δparams", "ΔMACs"))]
+        # the text column takes what is left, so that the figures are never cut off
+        rest = console.width - 1 - max(map(len, names)) - sum(widths) - 3 * (5 if op_column else 4)
+        t.add_column("what changed", max_width=max(rest - (max(len(r["op"]) for r in d["layers"]) if op_column
+                                                            else 0), 16))
+        for col, w in zip(("Δparams", "ΔMACs"), widths):
+            t.add_column(col, justify="right", min_width=w)
+        for r, name, (dp, dm) in zip(d["layers"], names, figures):
             mark, colour = style[r["status"]]
-            t.add_row(Text(mark, style=colour), Text(name, style=colour), r["op"], _what(r), dp, dm)
+            cells = [r["op"], _what(r)] if op_column else [f"{r['op']}: {_what(r)}"]
+            t.add_row(Text(mark, style=colour), Text(name, style=colour), *cells, dp, dm)
         console.print(t)
     if d["blocks"]:
         names = [r["name"] if not r["from"] else f"{r['from']} → {r['name']}" for r in d["blocks"]]
