@@ -253,3 +253,19 @@ def test_a_renamed_layer_with_the_same_facts_is_a_rename(tmp_path, capsys):
     assert d["renamed"] == [] and [(r["status"], r["name"]) for r in d["layers"]] == [("removed", "fc"),
                                                                                       ("added", "head")]
     assert d["outputs"] == {"y": ["f32[N, 4]", "f32[N, 5]"]}
+
+
+@pytest.mark.parametrize("old,new", [("resnet18", "resnet50"), ("resnet50", "resnext50_32x4d"), ("vit", "vit_b16"),
+                                     ("lenet5", "char_gpt")])
+def test_unrelated_networks_keep_the_bookkeeping_straight(old, new):
+    a, b = (load(ROOT / "networks" / f"{n}.net") for n in (old, new))
+    d = diff_graphs(a.graph, b.graph)
+    assert not d["identical"]
+    assert d["totals"]["params"] == {"a": a.summary().trainable_params, "b": b.summary().trainable_params,
+                                     "delta": b.summary().trainable_params - a.summary().trainable_params}
+    assert sum(r["params"]["delta"] for r in d["blocks"]) == d["totals"]["params"]["delta"]
+    assert sum(r["macs"]["delta"] for r in d["blocks"]) == d["totals"]["macs"]["delta"]
+    n = d["totals"]["layers"]
+    model = [len([v for v in g if g.nodes[v]["role"] == "model"]) for g in (a.graph, b.graph)]
+    assert n["removed"] + n["unchanged"] + n["changed"] == model[0]   # every old layer accounted for once
+    assert n["added"] + n["unchanged"] + n["changed"] == model[1]
