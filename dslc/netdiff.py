@@ -5,8 +5,9 @@ Layers are paired in three steps (docs/tools.md says the same for users):
    side only pairs with such a scope of the other side that has the same structure -- the same ops,
    attributes, output types, weight shapes and internal wiring, layer by layer in elaboration order --
    outermost scopes first; their layers pair in order;
-2. renumbered layers: within each block, the layers still unpaired are aligned as op sequences, because the
-   elaborator numbers unnamed layers per op (`relu2`) and an inserted layer renumbers those after it;
+2. renumbered layers and block calls: from the top down, the unpaired children of each block are aligned
+   (difflib), because the elaborator numbers unnamed layers per op (`relu2`) and unnamed calls per block
+   (`unit3`), and an inserted one renumbers those after it;
 3. everything else pairs by name; a name on one side only is an added or a removed layer.
 
 `diff_graphs(a, b)` returns a plain dict (the `--json` shape, documented in docs/tools.md) so the command, the
@@ -102,46 +103,79 @@ def _match_renames(ga, gb, la, lb, fa, fb) -> tuple[dict[str, str], list[dict]]:
                                           pos_b[sb[t][0]]))
         mapping.update(zip(sa[s], sb[t]))
         taken_b.update(sb[t])
-        renames.append({"kind": "block", "from": s, "to": t, "layers": len(sa[s])})
+        renames.append({"kind": "block", "from": s, "to": t, "layers": len(sa[s]), "same_structure": True})
     return mapping, renames
 
 
-def _auto_named(g: nx.DiGraph, n: str) -> bool:
-    """Named by the elaborator (`relu2`: the op's short name and a counter per block), not with `as`."""
-    op = registry.get(g.nodes[n]["op"])
-    leaf = n.rpartition(".")[2]
-    return op is not None and leaf.startswith(op.short) and leaf[len(op.short):].isdigit()
-
-
-def _align_layers(ga, gb, la, lb, fa, fb, mapping) -> dict[str, str]:
-    """Pairs of layers that names would pair wrongly. The elaborator numbers unnamed layers per op within their
-    block, so inserting a `relu` renumbers the relus after it: within each block, the layers not yet paired are
-    aligned as sequences of ops (difflib), an unnamed layer standing for its op and a named one for its op and
-    name. Aligned runs pair in order; where the alignment replaces a run by one as long, layers whose facts are
-    identical but for the name (`as fc` -> `as head`) pair as renames. The rest is left to the names."""
-    from difflib import SequenceMatcher
-    taken = set(mapping.values())
-    by_block: dict[str, tuple[list, list]] = {}
-    for n in la:
-        if n not in mapping:
-            by_block.setdefault(n.rpartition(".")[0], ([], []))[0].append(n)
-    for n in lb:
-        if n not in taken:
-            by_block.setdefault(n.rpartition(".")[0], ([], []))[1].append(n)
-    out: dict[str, str] = {}
-    for xs, ys in by_block.values():
-        if not xs or not ys:
-            continue
-        ka = [(fa[n]["op"], None if _auto_named(ga, n) else n.rpartition(".")[2]) for n in xs]
-        kb = [(fb[n]["op"], None if _auto_named(gb, n) else n.rpartition(".")[2]) for n in ys]
-        for tag, i1, i2, j1, j2 in SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
-            if tag == "equal":
-                out.update(zip(xs[i1:i2], ys[j1:j2]))
-            elif tag == "replace" and i2 - i1 == j2 - j1:
-                same = ("op", "attrs", "outputs", "weights")
-                out.update((a, b) for a, b in zip(xs[i1:i2], ys[j1:j2])
-                           if all(fa[a][k] == fb[b][k] for k in same))
+def _items(g: nx.DiGraph, facts: dict, free: list[str], scope: str) -> list[tuple[tuple, tuple, str]]:
+    """The direct children of `scope` among the unpaired layers `free`, in order, as (kind, structure, name):
+    the kind is a layer's op or a block call's block, with the name where it was given with `as` (an unnamed
+    one is the op's short name or the block's name and a counter per block: `relu2`, `unit3`); the structure
+    adds the attributes, types and weights (a block call's `_structure`)."""
+    prefix = scope + "." if scope else ""
+    members: dict[str, list[str]] = {}
+    for n in free:
+        if n.startswith(prefix):
+            members.setdefault(prefix + n[len(prefix):].partition(".")[0], []).append(n)
+    out = []
+    for name, ns in members.items():
+        head = name[len(prefix):]
+        if ns != [name]:  # a block call
+            call = g.graph["blocks"].get(name)
+            base = call.block if call is not None else None
+            kind = ("block", base, None if base and _numbered(head, base) else head)
+            out.append((kind, _structure(g, ns, facts), name))
+        else:
+            op = registry.get(facts[name]["op"])
+            kind = (facts[name]["op"], None if op is not None and _numbered(head, op.short) else head)
+            out.append((kind, _structure(g, ns, facts)[0][:4], name))
     return out
+
+
+def _numbered(name: str, base: str) -> bool:
+    return name.startswith(base) and name[len(base):].isdigit()
+
+
+def _align_layers(ga, gb, la, lb, fa, fb, mapping) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Pairs of layers that names would pair wrongly. The elaborator numbers unnamed layers and block calls per
+    op or block within their block, so inserting a `relu` renumbers the relus after it. So, from the top block
+    down, the unpaired children of each pair of blocks are aligned as sequences (difflib): first by kind and
+    structure, then, between the runs that aligned, by kind alone (a layer's op, a block call's block, and the
+    name where it was given with `as`). Aligned layers pair; aligned block calls are aligned in turn. Where the
+    alignment replaces a run of layers by as many others, those whose facts are identical but for the name
+    (`as fc` -> `as head`) pair as renames. Returns the layer pairs and the renumbered block calls."""
+    taken = set(mapping.values())
+    free_a = [n for n in la if n not in mapping]
+    free_b = [n for n in lb if n not in taken]
+    out: dict[str, str] = {}
+    calls: list[tuple[str, str]] = []
+    todo = [("", "")]
+    while todo:
+        scope_a, scope_b = todo.pop()
+        xs, ys = _items(ga, fa, free_a, scope_a), _items(gb, fb, free_b, scope_b)
+        for tag, i1, i2, j1, j2 in _opcodes([x[:2] for x in xs], [y[:2] for y in ys]):
+            if tag == "equal" or (i2 - i1 == j2 - j1):
+                for x, y in zip(xs[i1:i2], ys[j1:j2]):
+                    a, b = x[2], y[2]
+                    if tag == "equal" and a not in fa:
+                        todo.append((a, b))  # two calls of one block: align what is inside them
+                        if a != b and not any(a.startswith(c + ".") for c, _ in calls):
+                            calls.append((a, b))
+                    elif a in fa and b in fb and (tag == "equal" or x[1] == y[1]):
+                        out[a] = b
+    return out, calls
+
+
+def _opcodes(ka: list, kb: list):
+    """difflib opcodes over (kind, structure) pairs: structure first, then kind alone between its matches."""
+    from difflib import SequenceMatcher
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes():
+        if tag in ("equal", "delete", "insert"):
+            yield tag, i1, i2, j1, j2
+            continue
+        coarse = SequenceMatcher(None, [k for k, _ in ka[i1:i2]], [k for k, _ in kb[j1:j2]], autojunk=False)
+        for t, p1, p2, q1, q2 in coarse.get_opcodes():
+            yield t, i1 + p1, i1 + p2, j1 + q1, j1 + q2
 
 
 def _changes(ga, gb, a, b, fa, fb, mapping) -> dict:
@@ -187,7 +221,8 @@ def diff_graphs(ga: nx.DiGraph, gb: nx.DiGraph, depth: int = 1) -> dict:
     fa = {n: _facts(ga, n) for n in la}
     fb = {n: _facts(gb, n) for n in lb}
     mapping, renames = _match_renames(ga, gb, la, lb, fa, fb)
-    mapping.update(_align_layers(ga, gb, la, lb, fa, fb, mapping))
+    aligned, calls = _align_layers(ga, gb, la, lb, fa, fb, mapping)
+    mapping.update(aligned)
     matched_b = set(mapping.values())
     set_b = set(lb)
     for n in la:
@@ -242,8 +277,12 @@ def diff_graphs(ga: nx.DiGraph, gb: nx.DiGraph, depth: int = 1) -> dict:
     net_params = _differ(_plain(ga.graph["params"]), _plain(gb.graph["params"]))
     counts = {s: sum(1 for r in layers if r["status"] == s) for s in ("added", "removed", "changed")}
     counts["renamed"] = sum(1 for a, b in mapping.items() if a != b)
+    for a, b in calls:  # renumbered block calls (`unit2` -> `unit3`), their structure changed or not
+        n = sum(1 for x in aligned if x.startswith(a + "."))
+        renames.append({"kind": "block", "from": a, "to": b, "layers": n, "same_structure": False})
     in_block = tuple(r["from"] + "." for r in renames)
-    renames += [{"kind": "layer", "from": a, "to": b, "layers": 1} for a, b in mapping.items()
+    renames += [{"kind": "layer", "from": a, "to": b, "layers": 1, "same_structure": fa[a] == fb[b]}
+                for a, b in mapping.items()
                 if a != b and not a.startswith(in_block)]
     counts["unchanged"] = len(mapping) - counts["changed"]
     return {

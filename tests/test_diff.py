@@ -111,7 +111,7 @@ def test_renamed_block_is_a_rename_not_removed_and_added(tmp_path, capsys):
     b = write(tmp_path, "b.net", SMALL.replace("as body", "as trunk"))
     code, d = diff_json(capsys, a, b)
     assert code == 1 and not d["identical"]
-    assert d["renamed"] == [{"kind": "block", "from": "body", "to": "trunk", "layers": 2}]
+    assert d["renamed"] == [{"kind": "block", "from": "body", "to": "trunk", "layers": 2, "same_structure": True}]
     assert d["layers"] == []   # nothing removed, nothing added, nothing changed (gap1's input is the renamed relu)
     assert d["totals"]["layers"] == {"added": 0, "removed": 0, "changed": 0, "renamed": 2, "unchanged": 7}
     assert [(r["name"], r["from"], r["renamed"]) for r in d["blocks"]] == [("trunk", "body", 2)]
@@ -247,7 +247,8 @@ def test_an_inserted_unnamed_layer_renumbers_the_ones_after_it_without_changing_
 def test_a_renamed_layer_with_the_same_facts_is_a_rename(tmp_path, capsys):
     a = write(tmp_path, "a.net", MLP)
     _, d = diff_json(capsys, a, write(tmp_path, "b.net", MLP.replace("as fc", "as head")))
-    assert d["layers"] == [] and d["renamed"] == [{"kind": "layer", "from": "fc", "to": "head", "layers": 1}]
+    assert d["layers"] == [] and d["renamed"] == [{"kind": "layer", "from": "fc", "to": "head", "layers": 1,
+                                                   "same_structure": True}]
     assert not d["identical"]
     _, d = diff_json(capsys, a, write(tmp_path, "c.net", MLP.replace("linear(4) as fc", "linear(5) as head")))
     assert d["renamed"] == [] and [(r["status"], r["name"]) for r in d["layers"]] == [("removed", "fc"),
@@ -269,3 +270,30 @@ def test_unrelated_networks_keep_the_bookkeeping_straight(old, new):
     model = [len([v for v in g if g.nodes[v]["role"] == "model"]) for g in (a.graph, b.graph)]
     assert n["removed"] + n["unchanged"] + n["changed"] == model[0]   # every old layer accounted for once
     assert n["added"] + n["unchanged"] + n["changed"] == model[1]
+
+
+UNNAMED = """\
+block unit(x, c) {
+    y = x |> conv2d(c, 3, padding=1) |> relu
+    return y
+}
+
+network u(x: f32[N, 3, 32, 32]) {
+    h = x |> unit(8) |> unit(16)
+    y = h |> global_avgpool |> linear(10)
+    return y
+}
+"""
+
+
+def test_an_inserted_unnamed_block_call_renumbers_the_ones_after_it(tmp_path, capsys):
+    a = write(tmp_path, "a.net", UNNAMED)
+    b = write(tmp_path, "b.net", UNNAMED.replace("unit(8) |> unit(16)", "unit(8) |> unit(8) |> unit(16)"))
+    _, d = diff_json(capsys, a, b)
+    assert d["renamed"] == [{"kind": "block", "from": "unit2", "to": "unit3", "layers": 2, "same_structure": False}]
+    assert [(r["status"], r["name"]) for r in d["layers"]] == [
+        ("added", "unit2.conv1"), ("added", "unit2.relu1"), ("changed", "unit3.conv1")]
+    assert d["layers"][2]["from"] == "unit2.conv1" and d["layers"][2]["changes"] == {
+        "inputs": [[["unit1.relu1", 0]], [["unit2.relu1", 0]]]}
+    assert main(["diff", a, b]) == 1
+    assert "renamed unit2 → unit3 (2 layers, renumbered)" in capsys.readouterr().out

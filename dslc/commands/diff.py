@@ -86,7 +86,8 @@ def print_diff(d: dict, a, b) -> None:
     if d["identical"]:
         console.print("no structural differences", markup=False)
     for r in d["renamed"]:
-        how = f" ({r['layers']} layers, same structure)" if r["kind"] == "block" else ""
+        how = "" if r["kind"] != "block" else f" ({r['layers']} layers, same structure)" if r["same_structure"] \
+            else f" ({r['layers']} layers, renumbered)"
         console.print(f"renamed {r['from']} → {r['to']}{how}", markup=False)
     for k, (x, y) in d["network_params"].items():
         console.print(f"network parameter {k}: {_val(x)} → {_val(y)}", markup=False)
