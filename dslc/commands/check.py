@@ -25,14 +25,8 @@ def run(args) -> int:
     for path in args.files:
         try:
             prog = load(path, network=args.network)
-        except OSError as e:  # also e.g. a name too long: the user's path, not a bug in dslc
-            why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
-                   PermissionError: "permission denied"}.get(type(e)) or (e.strerror or str(e)).lower()
-            print(f"dslc: error: cannot read {path}: {why}", file=sys.stderr)
-            status = max(status, 2)
-            continue
-        except UnicodeDecodeError:
-            print(f"dslc: error: {path} is not a UTF-8 text file", file=sys.stderr)
+        except (OSError, UnicodeDecodeError) as e:  # the user's path, not a bug in dslc
+            print(f"dslc: error: cannot read {path}: {read_error(e)}", file=sys.stderr)
             status = max(status, 2)
             continue
         if not prog.ok:
@@ -45,6 +39,14 @@ def run(args) -> int:
         if prog.ok and not args.quiet:
             print_program(prog, args.depth)
     return status
+
+
+def read_error(e: Exception) -> str:
+    """Why a .net file could not be read (also e.g. a name too long), in a few words."""
+    if isinstance(e, UnicodeDecodeError):
+        return "not a UTF-8 text file"
+    return {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
+            PermissionError: "permission denied"}.get(type(e)) or (e.strerror or str(e)).lower()
 
 
 def to_json(prog) -> dict:
