@@ -101,8 +101,14 @@ def _pad_nchw(x: np.ndarray, g: Geom) -> np.ndarray:
     return xp
 
 
-def im2col(x: np.ndarray, g: Geom) -> np.ndarray:
-    """(N, C, H, W) -> (N*OH*OW, G*KH*KW*Cg), columns ordered (group, kh, kw, channel-in-group).
+def _buffer(scratch, shape, dtype):
+    """A work array: from the context's Scratch (reused, see dslc/kernels/context.py), else fresh."""
+    return np.empty(shape, dtype) if scratch is None else scratch.get("conv", shape, dtype)
+
+
+def im2col(x: np.ndarray, g: Geom, scratch=None) -> np.ndarray:
+    """(N, C, H, W) -> (N*OH*OW, G*KH*KW*Cg), columns ordered (group, kh, kw, channel-in-group); in a Scratch
+    buffer when one is given.
 
     One copy of a strided window view of the padded NHWC input (channel runs contiguous): ~2x faster than
     one slice copy per kernel offset, since numpy iterates the single 7-D copy without temporaries."""
@@ -112,7 +118,9 @@ def im2col(x: np.ndarray, g: Geom) -> np.ndarray:
     view = np.lib.stride_tricks.as_strided(  # (N, OH, OW, G, KH, KW, Cg), read-only use
         xn, (g.N, g.OH, g.OW, g.G, g.KH, g.KW, g.Cg),
         (sn, sh * g.sh, sw * g.sw, sc * g.Cg, sh * g.dh, sw * g.dw, sc), writeable=False)
-    return np.ascontiguousarray(view).reshape(g.N * g.OH * g.OW, g.G * g.KH * g.KW * g.Cg)
+    col = _buffer(scratch, view.shape, x.dtype)
+    np.copyto(col, view)
+    return col.reshape(g.N * g.OH * g.OW, g.G * g.KH * g.KW * g.Cg)
 
 
 def col2im(gcol: np.ndarray, g: Geom) -> np.ndarray:
@@ -188,14 +196,16 @@ def _col_times_w(col, wm, g: Geom, bias=None):
     return _from_rows(y2, g, bias)
 
 
-def _gy_times_wt(gy, wm, g: Geom):
-    """gcol (N*OH*OW, G*K) (possibly a strided view) = gy rows times wm^T."""
+def _gy_times_wt(gy, wm, g: Geom, scratch=None):
+    """gcol (N*OH*OW, G*K) (possibly a strided view) = gy rows times wm^T; ungrouped, in a Scratch buffer when
+    one is given."""
     if _per_sample(g):
         P = g.OH * g.OW
-        return np.matmul(gy.reshape(g.N, g.O, P).transpose(0, 2, 1), wm[0].T)
+        return np.matmul(gy.reshape(g.N, g.O, P).transpose(0, 2, 1), wm[0].T,
+                         out=_buffer(scratch, (g.N, P, wm.shape[1]), gy.dtype))
     gy2 = _to_rows(gy, g)
     if g.G == 1:
-        return gy2 @ wm[0].T
+        return np.matmul(gy2, wm[0].T, out=_buffer(scratch, (gy2.shape[0], wm.shape[1]), gy.dtype))
     return np.matmul(_grouped(gy2, g.G), wm.transpose(0, 2, 1)).transpose(1, 0, 2)  # (M, G, K) view
 
 
@@ -212,35 +222,38 @@ def _colt_times_gy(col, gy, g: Geom):
 
 # ---- the three kernels ----------------------------------------------------------------------------------------
 
-def conv2d(x, w, g: Geom, bias=None):
-    """y = conv(x, w) + bias. Returns (y, col); col (None for depthwise) is reusable by conv2d_grad_weight."""
+def conv2d(x, w, g: Geom, bias=None, scratch=None):
+    """y = conv(x, w) + bias. Returns (y, col): col (None for depthwise, and when the column matrix was built
+    in the Scratch buffers `scratch`) is reusable by conv2d_grad_weight."""
     if g.depthwise:
         return _dw_forward(x, w, g, bias), None
     if _kmajor(g):
-        return _km_forward(x, w, g, bias)
-    col = im2col(x, g)
-    return _col_times_w(col, _wmat(w, g), g, bias), col
+        y, col = _km_forward(x, w, g, bias, scratch)
+        return y, None if scratch is not None else col
+    col = im2col(x, g, scratch)
+    return _col_times_w(col, _wmat(w, g), g, bias), None if scratch is not None else col
 
 
-def conv2d_grad_input(gy, w, g: Geom):
-    """dL/dx of y = conv(x, w) given gy (N, O, OH, OW)."""
+def conv2d_grad_input(gy, w, g: Geom, scratch=None):
+    """dL/dx of y = conv(x, w) given gy (N, O, OH, OW); the column gradient in `scratch` when given."""
     if g.depthwise:
         return _dw_grad_input(gy, w, g)
     if _kmajor(g):
         return _km_grad_input(gy, w, g)
     if _few_channels_stride1(g):
-        return _grad_input_stride1(gy, w, g)
-    return col2im(_gy_times_wt(gy, _wmat(w, g), g), g)
+        return _grad_input_stride1(gy, w, g, scratch)
+    return col2im(_gy_times_wt(gy, _wmat(w, g), g, scratch if g.G == 1 else None), g)
 
 
-def conv2d_grad_weight(x, gy, g: Geom, col=None):
-    """dL/dw of y = conv(x, w) given gy; pass the forward's col to skip recomputing im2col."""
+def conv2d_grad_weight(x, gy, g: Geom, col=None, scratch=None):
+    """dL/dw of y = conv(x, w) given gy; pass the forward's col to skip recomputing im2col (else it is rebuilt,
+    in `scratch` when given)."""
     if g.depthwise:
         return _dw_grad_weight(x, gy, g)
     if isinstance(col, KMajorCols) or (col is None and _kmajor(g)):
-        return _km_grad_weight(col.a if col is not None else _im2col_km(x, g), gy, g)
+        return _km_grad_weight(col.a if col is not None else _im2col_km(x, g, scratch), gy, g)
     if col is None:
-        col = im2col(x, g)
+        col = im2col(x, g, scratch)
     return _wmat_inv(_colt_times_gy(col, gy, g), g)
 
 
@@ -262,10 +275,10 @@ def _kmajor(g: Geom) -> bool:
     return g.G == 1 and g.C == 1
 
 
-def _im2col_km(x, g: Geom):
+def _im2col_km(x, g: Geom, scratch=None):
     xp = np.zeros((g.N, g.Hp, g.Wp), x.dtype)
     xp[:, g.pt:g.pt + g.H, g.pl:g.pl + g.W] = x[:, 0]
-    col = np.empty((g.N, g.KH, g.KW, g.OH, g.OW), x.dtype)
+    col = _buffer(scratch, (g.N, g.KH, g.KW, g.OH, g.OW), x.dtype)
     for i in range(g.KH):
         for j in range(g.KW):
             rs, cs = _win(g, i, j)
@@ -278,8 +291,8 @@ def _wrows(w, g: Geom):
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(g.O, g.KH * g.KW * g.C)
 
 
-def _km_forward(x, w, g: Geom, bias):
-    col = _im2col_km(x, g)
+def _km_forward(x, w, g: Geom, bias, scratch=None):
+    col = _im2col_km(x, g, scratch)
     y = np.matmul(w.reshape(g.O, g.KH * g.KW), col).reshape(g.N, g.O, g.OH, g.OW)
     if bias is not None:
         y += bias.reshape(1, g.O, 1, 1)
@@ -314,9 +327,9 @@ def _few_channels_stride1(g: Geom) -> bool:
     return g.G == 1 and g.sh == 1 and g.sw == 1 and g.Cg < _FEW_CHANNELS
 
 
-def _grad_input_stride1(gy, w, g: Geom):
+def _grad_input_stride1(gy, w, g: Geom, scratch=None):
     from dslc.kernels.jit import col2im_stride1
-    gcol = _gy_times_wt(gy, _wmat(w, g), g)   # (N*OH*OW, KH*KW*C), or (N, OH*OW, KH*KW*C) per sample
+    gcol = _gy_times_wt(gy, _wmat(w, g), g, scratch)   # (N*OH*OW, KH*KW*C), or (N, OH*OW, KH*KW*C) per sample
     gxn = np.zeros((g.N, g.Hp, g.Wp, g.C), gy.dtype)
     rows = np.ascontiguousarray(gcol).reshape(g.N * g.OH * g.OW, -1)
     col2im_stride1(rows, gxn, g.OH, g.OW, g.KH, g.KW, g.C, g.dh, g.dw)

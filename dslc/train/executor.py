@@ -88,6 +88,7 @@ class Step:
     attrs: dict
     needs_input_grad: tuple[bool, ...] = ()  # per input slot: does anything upstream want this gradient?
     backward: bool = False                  # run this step's vjp in the backward pass
+    keep_inputs: bool = True                # keep the input arrays for the vjp (else shape-only stand-ins)
 
 
 @dataclass
@@ -223,7 +224,7 @@ class Executor:
             needs = tuple(src in flows for src, _ in nd["inputs"])
             steps.append(Step(n, op.name, forward, vjp, in_slots,
                               tuple(slots[(n, j)] for j in range(len(nd["outputs"]))), ws, grad_names,
-                              dict(nd["attrs"]), needs, back))
+                              dict(nd["attrs"]), needs, back, op.vjp_reads_inputs))
 
         def feed(names):
             out = []
@@ -280,8 +281,8 @@ class Executor:
             ys, sv = st.forward(ctx, xs, st.ws, st.attrs)
             for s, y in zip(st.out_slots, ys):
                 values[s] = y
-            if keep and st.backward:
-                saved[i] = (xs, sv)
+            if keep and st.backward:   # inputs the vjp never reads are not kept alive (Op.vjp_reads_inputs)
+                saved[i] = (xs if st.keep_inputs else [registry.stand_in(x) for x in xs], sv)
         return values, saved
 
     def forward(self, inputs, targets=None, training: bool = False) -> dict[str, np.ndarray]:
