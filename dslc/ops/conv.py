@@ -128,11 +128,11 @@ def conv_vjp(ctx, gys, saved, xs, ws, attrs):
     scratch = scratch_of(ctx)
     x4, w4 = (x[:, :, None, :], w[:, :, None, :]) if x.ndim == 3 else (x, w)
     gy4 = gy[:, :, None, :] if x.ndim == 3 else gy
-    gws = {"weight": KC.conv2d_grad_weight(x4, gy4, g, col, scratch).reshape(w.shape)}
+    gw, gx = KC.conv2d_grads(x4, gy4, w4, g, col, scratch, need_input=wants(ctx, 0))
+    gws = {"weight": gw.reshape(w.shape)}
     if attrs["bias"]:
         gws["bias"] = gy4.sum(axis=(0, 2, 3))
-    gx = KC.conv2d_grad_input(gy4, w4, g, scratch).reshape(x.shape) if wants(ctx, 0) else None
-    return [gx], gws
+    return [None if gx is None else gx.reshape(x.shape)], gws
 
 
 def conv_transpose2d_forward(ctx, xs, ws, attrs):
