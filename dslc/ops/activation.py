@@ -14,10 +14,11 @@ def same_type(ins, attrs):
     return [ins[0]]
 
 
-def _pointwise(name, doc, params=(), cases_attrs=({},), aliases=(), forward=None, vjp=None, lower=None, torch=None):
+def _pointwise(name, doc, params=(), cases_attrs=({},), aliases=(), forward=None, vjp=None, lower=None, torch=None,
+               vjp_reads_inputs=True):
     return register(Op(
         name=name, inputs=("x",), infer=same_type, params=params, category="activation", doc=doc,
-        forward=forward, vjp=vjp, lower=lower, torch=torch,
+        forward=forward, vjp=vjp, lower=lower, torch=torch, vjp_reads_inputs=vjp_reads_inputs,
         cases=[Case((TensorType((2, 3, 4, 5)),), a) for a in cases_attrs] + [Case((TensorType((3, 7)),))],
     ), aliases)
 
@@ -120,7 +121,7 @@ def gelu_lower(ctx, node):
 
 
 RELU = _pointwise("relu", "max(x, 0).", forward=relu_forward, vjp=relu_vjp, lower=relu_lower,
-                 torch=lambda e: f"F.relu({e.x()})")
+                  torch=lambda e: f"F.relu({e.x()})", vjp_reads_inputs=False)
 LEAKY_RELU = _pointwise("leaky_relu", "x if x > 0 else alpha * x.", (Param("alpha", "float", 0.01),),
                         ({"alpha": 0.01}, {"alpha": 0.2}), forward=leaky_relu_forward, vjp=leaky_relu_vjp,
                         lower=leaky_relu_lower, torch=lambda e: f"F.leaky_relu({e.x()}, {e.a['alpha']!r})")

@@ -10,6 +10,7 @@ from dslc.ops.common import (check_positive, dim_ceildiv, dim_offset, explicit_p
 from dslc.ops.registry import Case, Op, Param, ShapeError, WeightSpec, register
 from dslc.types import TensorType, dim_mul, is_known
 from dslc.kernels import conv as KC
+from dslc.kernels.context import scratch_of
 from dslc.kernels.nn import wants
 
 
@@ -112,23 +113,26 @@ def _conv_geom(x, w, attrs):
 
 
 def conv_forward(ctx, xs, ws, attrs):
-    """conv1d / conv2d."""
+    """conv1d / conv2d. The column matrix is built in the context's scratch buffers and rebuilt by the vjp,
+    unless ctx.keep_columns (dslc/kernels/context.py) asks to keep it (more memory, one im2col less)."""
     x = xs[0]
     x4, w4, g = _conv_geom(x, ws["weight"], attrs)
-    y, col = KC.conv2d(x4, w4, g, ws["bias"] if attrs["bias"] else None)
+    scratch = None if getattr(ctx, "keep_columns", True) else scratch_of(ctx)
+    y, col = KC.conv2d(x4, w4, g, ws["bias"] if attrs["bias"] else None, scratch)
     return [y[:, :, 0, :] if x.ndim == 3 else y], (g, col)
 
 
 def conv_vjp(ctx, gys, saved, xs, ws, attrs):
     x, w, gy = xs[0], ws["weight"], gys[0]
     g, col = saved
+    scratch = scratch_of(ctx)
     x4, w4 = (x[:, :, None, :], w[:, :, None, :]) if x.ndim == 3 else (x, w)
     gy4 = gy[:, :, None, :] if x.ndim == 3 else gy
-    gws = {"weight": KC.conv2d_grad_weight(x4, gy4, g, col).reshape(w.shape)}
+    gw, gx = KC.conv2d_grads(x4, gy4, w4, g, col, scratch, need_input=wants(ctx, 0))
+    gws = {"weight": gw.reshape(w.shape)}
     if attrs["bias"]:
         gws["bias"] = gy4.sum(axis=(0, 2, 3))
-    gx = KC.conv2d_grad_input(gy4, w4, g).reshape(x.shape) if wants(ctx, 0) else None
-    return [gx], gws
+    return [None if gx is None else gx.reshape(x.shape)], gws
 
 
 def conv_transpose2d_forward(ctx, xs, ws, attrs):

@@ -38,13 +38,13 @@ def _binary_infer_for(name):
     return infer
 
 
-def _binary(name, sym, lower=None, forward=None, vjp=None):
+def _binary(name, sym, lower=None, forward=None, vjp=None, vjp_reads_inputs=True):
     def torch_lowering(e):
         return f"({e.x(0)} {sym} {e.x(1)})"
 
     return register(Op(
         name=name, inputs=("a", "b"), infer=_binary_infer_for(name), category="elementwise", lower=lower,
-        forward=forward, vjp=vjp, torch=torch_lowering,
+        forward=forward, vjp=vjp, torch=torch_lowering, vjp_reads_inputs=vjp_reads_inputs,
         doc=f"Elementwise a {sym} b with numpy broadcasting (trailing dims aligned; each pair equal or 1).",
         cases=[
             Case((TensorType((2, 3, 4, 4)), TensorType((2, 3, 4, 4)))),
@@ -114,7 +114,7 @@ def div_vjp(ctx, gys, saved, xs, ws, attrs):
     return _grads(ctx, xs, lambda: gy / b, lambda: -(gy * saved) / b)
 
 
-ADD = _binary("add", "+", lower=add_lower, forward=add_forward, vjp=add_vjp)
-SUB = _binary("sub", "-", lower=sub_lower, forward=sub_forward, vjp=sub_vjp)
+ADD = _binary("add", "+", lower=add_lower, forward=add_forward, vjp=add_vjp, vjp_reads_inputs=False)
+SUB = _binary("sub", "-", lower=sub_lower, forward=sub_forward, vjp=sub_vjp, vjp_reads_inputs=False)
 MUL = _binary("mul", "*", lower=mul_lower, forward=mul_forward, vjp=mul_vjp)
 DIV = _binary("div", "/", lower=div_lower, forward=div_forward, vjp=div_vjp)

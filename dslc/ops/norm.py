@@ -30,48 +30,45 @@ def _bn_axes(x):
 
 def batchnorm_forward(ctx, xs, ws, attrs):
     """Training: batch statistics (biased variance to normalise) and an in-place update of the running stats
-    (PyTorch convention: unbiased batch variance, running = (1 - momentum) * running + momentum * batch).
-    Evaluation: the running statistics."""
+    (PyTorch convention: unbiased batch variance, running = (1 - momentum) * running + momentum * batch), in
+    two compiled passes (dslc/kernels/batchnorm.py). Evaluation: the running statistics. Saves only per-channel
+    vectors: the vjp rebuilds x-hat from x."""
     x = xs[0]
-    axes, bshape = _bn_axes(x)
+    _, bshape = _bn_axes(x)
     if ctx.training:
-        n = x.size // x.shape[1]
-        mean = x.mean(axis=axes, keepdims=True)
-        xc = x - mean
-        var = np.mean(xc * xc, axis=axes, keepdims=True)
+        from dslc.kernels import batchnorm as KB
+        x3 = KB.as_ncs(x)
+        c = x.shape[1]
+        n = x.size // c
+        mean, var, invstd = np.empty(c), np.empty(c), np.empty(c)
+        y = np.empty(x.shape, x.dtype)
+        KB.forward_train(x3, ws["weight"], ws["bias"], float(attrs["eps"]), y.reshape(x3.shape), mean, var,
+                         invstd)
         m = attrs["momentum"]
         rm, rv = ws["running_mean"], ws["running_var"]
         rm *= 1.0 - m
-        rm += m * mean.reshape(-1)
+        rm += m * mean.astype(rm.dtype)
         rv *= 1.0 - m
-        rv += (m * n / max(n - 1, 1)) * var.reshape(-1)
-        invstd = 1 / np.sqrt(var + attrs["eps"])
-        xhat = xc
-        xhat *= invstd
-    else:
-        invstd = (1 / np.sqrt(ws["running_var"] + attrs["eps"])).reshape(bshape)
-        xhat = (x - ws["running_mean"].reshape(bshape)) * invstd
+        rv += (m * n / max(n - 1, 1)) * var.astype(rv.dtype)
+        return [y], (mean, invstd, True)
+    invstd = 1 / np.sqrt(ws["running_var"] + attrs["eps"])
+    xhat = (x - ws["running_mean"].reshape(bshape)) * invstd.reshape(bshape)
     y = xhat * ws["weight"].reshape(bshape)
     y += ws["bias"].reshape(bshape)
-    return [y], (xhat, invstd, bool(ctx.training))
+    return [y], (ws["running_mean"].astype(np.float64), invstd.astype(np.float64), False)
 
 
 def batchnorm_vjp(ctx, gys, saved, xs, ws, attrs):
-    xhat, invstd, training = saved
-    gy = gys[0]
-    axes, bshape = _bn_axes(gy)
-    gb = gy.sum(axis=axes)
-    gw = (gy * xhat).sum(axis=axes)
-    gx = None
-    if wants(ctx, 0):
-        scale = ws["weight"].reshape(bshape) * invstd
-        if training:  # batch statistics depend on x: remove the mean and the xhat-direction of the gradient
-            n = gy.size // gy.shape[1]
-            gx = gy - gb.reshape(bshape) * (1.0 / n)
-            gx -= xhat * (gw.reshape(bshape) * (1.0 / n))
-            gx *= scale
-        else:
-            gx = gy * scale
+    from dslc.kernels import batchnorm as KB
+    mean, invstd, training = saved
+    gy, x = gys[0], xs[0]
+    gy3 = KB.as_ncs(gy)
+    c = x.shape[1]
+    gw, gb = np.empty(c, gy.dtype), np.empty(c, gy.dtype)
+    want = wants(ctx, 0)
+    gx = np.empty(gy.shape, gy.dtype) if want else None
+    KB.backward(gy3, KB.as_ncs(x), ws["weight"], mean, invstd, training, want,
+                gx.reshape(gy3.shape) if want else gy3, gw, gb)
     return [gx], {"weight": gw, "bias": gb}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from dslc.types import TensorType
 
 
@@ -94,6 +96,10 @@ class Op:
     forward: Callable | None = None
     vjp: Callable | None = None
     torch: Callable | None = None            # PyTorch lowering (dslc/torchgen), see the contract below
+    # False: the vjp reads only its inputs' shapes and dtypes (besides what forward saved), so the executor does
+    # not keep the input arrays alive for the backward pass (it passes zero-strided stand-ins of the same
+    # shape and dtype): relu after batchnorm, the residual add (tests/ops/test_vjp.py checks the claim)
+    vjp_reads_inputs: bool = True
 
     def __post_init__(self):
         if not self.short:
@@ -152,6 +158,8 @@ def _load_all():
 #     None also means "zero" (expand_batch's `like`) or "not wanted": ctx.needs_input_grad (per input slot,
 #     set by the executor; dslc.kernels.nn.wants(ctx, i)) lets a vjp skip input gradients nobody uses.
 #     Weight gradients are keyed like ws, trainable keys only (batchnorm: weight, bias -- not running stats).
+#     An op registered with vjp_reads_inputs=False gets, in xs, read-only stand-ins with the inputs' shapes and
+#     dtypes only (dslc.ops.registry.stand_in).
 # Outputs and gradients may be views of inputs (reshape, transpose, slice, split, dropout/eval returns x
 # itself, param returns its weight array): callers never write into arrays they did not allocate.
 # Kernels keep the inputs' float dtype (float32 training, float64 gradient checks): see dslc/kernels/.
@@ -161,6 +169,14 @@ def _load_all():
 #     e.w(key) (the node's weight), e.a (attrs), e.in_types / e.out_types, e.training ("self.training") and
 #     e.helper(name) (a function of dslc/torchgen/helpers.py pasted into the module). It must compute what
 #     `forward` computes (tests/torchgen checks every case to 1e-5, and autograd's gradients against `vjp`).
+
+
+def stand_in(x):
+    """What a vjp_reads_inputs=False vjp gets for input x: an array of x's shape and dtype that holds no memory
+    (one zero, broadcast)."""
+    if isinstance(x, np.ndarray):
+        return np.broadcast_to(np.zeros((), x.dtype), x.shape)
+    return x
 
 
 def coerce_param(p: Param, value: Any) -> Any:

@@ -28,15 +28,35 @@ class OptimizerError(ValueError):
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    """A 1-D view (never a copy: the updates must land in `a`) of a C- or F-contiguous array, in memory order."""
+    """A 1-D view (never a copy: the updates must land in `a`) of a dense array (C, F or kernel-major), in memory
+    order."""
     return a.ravel(order="K")
 
 
 def _flat_like(g: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """g flattened in the memory order of parameter p (a column-major p pairs with a column-major g)."""
+    """g flattened in the memory order of parameter p (a column-major or kernel-major p pairs with a gradient
+    in its layout: a view; any other gradient is copied into p's layout)."""
     if p.flags.c_contiguous:
         return g.reshape(-1)
-    return np.asfortranarray(g).ravel(order="K")
+    if g.strides != p.strides:
+        g = _copy_like(g, p)
+    return g.ravel(order="K")
+
+
+def _copy_like(g: np.ndarray, p: np.ndarray) -> np.ndarray:
+    out = np.empty_like(p)   # p's memory order
+    np.copyto(out, g)
+    return out
+
+
+def _dense(a: np.ndarray) -> bool:
+    """Whether a's elements fill its memory without gaps in some order of its axes (so ravel("K") is a view)."""
+    expected = a.itemsize
+    for stride, n in sorted((s, n) for s, n in zip(a.strides, a.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _thread_budget() -> int:
@@ -69,7 +89,7 @@ class Optimizer(ABC):
         for k, p in params.items():
             if p.dtype != F32:
                 raise OptimizerError(f"parameter `{k}` is {p.dtype}, expected float32")
-            if not (p.flags.c_contiguous or p.flags.f_contiguous):
+            if not _dense(p):
                 raise OptimizerError(f"parameter `{k}` is not a contiguous array")
         self.params = params
         self.lr = float(lr)

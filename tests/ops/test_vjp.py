@@ -224,6 +224,29 @@ def test_float32_stays_float32(op, case):
         check_float32(op, case, training=False)
 
 
+STAND_IN_CASES = [(o, c) for o, c in CASES if not o.vjp_reads_inputs]
+
+
+def test_some_ops_free_their_inputs():
+    assert {"relu", "add"} <= {o.name for o, _ in STAND_IN_CASES}
+
+
+@pytest.mark.parametrize("op,case", STAND_IN_CASES, ids=[f"{o.name}-{i}" for i, (o, _) in enumerate(STAND_IN_CASES)])
+def test_vjp_reads_only_shapes_where_declared(op, case):
+    """An op with vjp_reads_inputs=False gives the same gradients from the executor's shape-only stand-ins."""
+    from dslc.ops.registry import stand_in
+    rng = np.random.default_rng(3)
+    attrs, _, wspecs = prepare(op, case)
+    xs = make_inputs(op, case, np.float32, rng, {})
+    ws = make_weights(wspecs, np.float32, rng)
+    ys, saved, ctx = run_forward(op, xs, ws, attrs, True)
+    gys = [rng.standard_normal(y.shape).astype(np.float32) for y in ys]
+    want, _ = op.vjp(ctx, [g.copy() for g in gys], saved, list(xs), ws, attrs)
+    got, _ = op.vjp(ctx, [g.copy() for g in gys], saved, [stand_in(x) for x in xs], ws, attrs)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---- independent formulas ----------------------------------------------------------------------------------
 def fwd(name, xs, ws=None, training=False, seed=7, **given):
     op = get(name)
