@@ -2,6 +2,7 @@
 character-level GPT on the shipped corpus against unigram and bigram models (run by reproduce.py)."""
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -122,8 +123,14 @@ def char_gpt(quick: bool, out: Path) -> Section:
               "tenth" if train_loss < curve[-1] - 0.1 else "") + ". A sample, "
           "`dslc generate MODEL.onnx --prompt \"The network \" --length "
           f"{len(sample) - len('The network ')} --temperature 0.8 --seed 0` on the exported model (the vocabulary "
-          "travels in its metadata):", "", "```", sample, "```", "")
+          "travels in its metadata):", "", fence(sample), sample, fence(sample), "")
     return s
+
+
+def fence(text: str) -> str:
+    """A code fence longer than any run of backticks in `text` (generated text has runs of its own)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _sample(onnx_path: Path, prompt: str, length: int) -> str:

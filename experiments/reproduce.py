@@ -267,7 +267,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced smoke test (seconds, not minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where REPRODUCTION.md and its pictures go")
-    ap.add_argument("--only", nargs="*", help="run only these experiments (surface, depth, resnet, mnist, unet, adding, chargpt)")
+    ap.add_argument("--only", nargs="*",
+                    help="run only these experiments (surface, depth, resnet, mnist, unet, adding, chargpt)")
     args = ap.parse_args(argv)
     pics = args.out / "reproduction"
     pics.mkdir(parents=True, exist_ok=True)

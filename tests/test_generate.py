@@ -99,7 +99,7 @@ def test_models_that_cannot_be_sampled_are_diagnostics(trained, tmp_path, capsys
     compiled = tmp_path / "plain.onnx"   # `dslc compile` writes no vocabulary
     assert main(["compile", str(trained / "digits.net"), "-o", str(compiled), "-q"]) == 0
     code, _, err = generate(capsys, compiled)
-    assert code == 2 and "carries no vocabulary" in err and "--text FILE" in err
+    assert code == 2 and "it carries no vocabulary" in err and "--text FILE" in err
     other = tmp_path / "other.txt"
     other.write_text("abcdefghijklmnopqrstuvwxyz" * 50)
     code, _, err = generate(capsys, compiled, "--text", other)
@@ -110,6 +110,8 @@ def test_models_that_cannot_be_sampled_are_diagnostics(trained, tmp_path, capsys
     assert main(["compile", "networks/perceptron.net", "-o", str(mlp), "-q"]) == 0
     code, _, err = generate(capsys, mlp, "--text", other)
     assert code == 2 and "one integer input of token ids [N, T]" in err
+    code, _, err = generate(capsys, "networks/lstm_classifier.net")
+    assert code == 2 and "its train section reads no text(...) data" in err
     code, _, err = generate(capsys, tmp_path / "missing.onnx")
     assert code == 2 and "no such file" in err
 

@@ -23,5 +23,6 @@ def test_reproduce_quick(tmp_path):
     mnist_section = report.split("## 4.")[1].split("## 5.")[0]
     assert "98.77" in mnist_section or "Skipped: " in mnist_section  # MNIST is absent from a bare checkout
     gpt_section = report.split("## 7.")[1]
-    sample = gpt_section.split("```")[1].strip("\n")
+    fence = next(line for line in gpt_section.splitlines() if line.startswith("```"))
+    sample = gpt_section.split(fence + "\n")[1].split(fence)[0].strip("\n")
     assert sample.startswith("The network ") and len(sample) == len("The network ") + 120   # dslc generate's text

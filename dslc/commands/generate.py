@@ -66,8 +66,9 @@ def run(args) -> int:
         return fail(f"onnxruntime cannot load {path}: {str(e).strip().splitlines()[-1]}")
     vocab = vocab or vocab_of(session)
     if vocab is None:
-        return fail(f"{path} carries no vocabulary (only `dslc train` on text data stores one): give the text "
-                    f"the model was trained on with --text FILE")
+        why = ("its train section reads no text(...) data" if path.suffix == ".net"
+               else "it carries no vocabulary (only `dslc train` on text data stores one)")
+        return fail(f"{path}: {why}: give the text the model was trained on with --text FILE")
     prompt = args.prompt if args.prompt is not None else "\n" if "\n" in vocab else vocab[0]
     try:
         gen = Generator(session, vocab)
@@ -111,6 +112,9 @@ def _compile(args, path):
         except DataError as e:
             print(f"dslc generate: error: the train section's data: {e}", file=sys.stderr)
             return 2
+    if weights is None:
+        print(f"dslc generate: note: no --weights: sampling from the untrained (seed {args.seed}) weights of "
+              f"{path}", file=sys.stderr)
     if info.data is None:
         print("dslc generate: error: the model is too large to sample from in memory (past 2 GB)", file=sys.stderr)
         return 2

@@ -67,7 +67,12 @@ class Generator:
             window = np.asarray(ids[-self.context:], self.dtype)
             feed = np.zeros((self.batch, self.context), self.dtype)   # padding after the window: never read
             feed[:, :len(window)] = window
-        (logits,) = self.session.run([self.output], {self.input: np.ascontiguousarray(feed)})
+        try:
+            (logits,) = self.session.run([self.output], {self.input: np.ascontiguousarray(feed)})
+        except Exception as e:  # onnxruntime's own errors (a model that does not take this window)
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise GenerateError(f"onnxruntime failed to run the model on a window of {feed.shape[1]} ids: "
+                                f"{msg}") from None
         return np.asarray(logits[0, len(window) - 1], np.float64)
 
     def generate(self, prompt: str, length: int, temperature: float = 1.0, seed: int = 0,
