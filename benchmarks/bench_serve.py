@@ -196,12 +196,15 @@ def bare_session_p50(model_path: str, input_name: str, shape: tuple, n: int = 30
 
 
 def process_cpu_s(pid: int) -> float:
-    """user + system CPU seconds of a process (Linux /proc; nan elsewhere)."""
+    """user + system CPU seconds of a process and its live children -- a `--workers` server's worker processes --
+    (Linux /proc; nan elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, ValueError, IndexError):
         return float("nan")
+    return own + sum(process_cpu_s(int(c)) for c in children)
 
 
 def load_with_cpu(srv, reqs, c, seconds) -> dict:
