@@ -101,14 +101,18 @@ uvicorn.Server(cfg).run(sockets=[sock])
 
 
 class FloorServer(Server):
+    """A script that prints its listening line first; `address` is what LISTENING matched."""
+    SCRIPT, LISTENING = _FLOOR, r"listening on http://[^ ]+:(\d+) "
+
     def __init__(self):  # noqa: D107 - same start-up protocol, different command
-        self.proc = subprocess.Popen([sys.executable, "-c", _FLOOR], cwd=ROOT, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT], cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
-        m = re.search(r"listening on http://[^ ]+:(\d+) ", line)
+        m = re.search(self.LISTENING, line)
         if not m:
-            raise RuntimeError("floor server did not start: " + line + self.proc.stdout.read())
-        self.port = int(m.group(1))
+            raise RuntimeError(f"{type(self).__name__} did not start: " + line + self.proc.stdout.read())
+        self.address = m.group(1)
+        self.port = int(self.address) if self.address.isdigit() else None
 
 
 # --------------------------------------------------------------------------------------------------- client

@@ -150,16 +150,12 @@ asyncio.run(main())
 """
 
 
-class GrpcFloorServer(Server):
-    def __init__(self):  # noqa: D107 - same start-up protocol, different command
-        import subprocess
-        self.proc = subprocess.Popen([sys.executable, "-c", _GRPC_FLOOR], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        line = self.proc.stdout.readline()
-        m = re.search(r"listening on grpc://(\S+) ", line)
-        if not m:
-            raise RuntimeError("gRPC floor server did not start: " + line + self.proc.stdout.read())
-        self.grpc_target = m.group(1)
+class GrpcFloorServer(FloorServer):
+    SCRIPT, LISTENING = _GRPC_FLOOR, r"listening on grpc://(\S+) "
+
+    @property
+    def grpc_target(self) -> str:
+        return self.address
 
 
 def measure_floors(input_name: str, shape: tuple, levels: list[int], args) -> dict:
