@@ -62,6 +62,7 @@ class ServeApp:
         self.accepted = 0       # inference requests that reached the app
         self.answered = 0       # ... and got a response (success or error)
         self._load_task = None
+        self._paths: dict[str, tuple] = {}
         self.services: list = []   # objects with async start(app) / stop(), run with the app (dslc.serve.grpc_server)
         if control is None:   # the repository index answers in every mode; load/unload need one
             from dslc.serve.repository import ModelControl
@@ -127,8 +128,18 @@ class ServeApp:
             self.activate(m)
             for note in m.notes:
                 log(f"model '{m.name}': {note}")
-            log(m.summary() + ("; lone requests run inline" if m.batcher.inline else ""))
+            log(m.summary() + self._inline_note(m))
         log(f"ready: {len(all_models)} model(s)")
+
+    @staticmethod
+    def _inline_note(m: ServedModel) -> str:
+        b = m.batcher
+        if not b.inline:
+            return ""
+        if b.inline_rows > 1:
+            return (f"; lone requests run inline, and batches of up to {b.inline_rows} rows "
+                    f"(a full batch took {m.run_max_ms:.2f} ms at warm-up)")
+        return "; lone requests run inline"
 
     def activate(self, m: ServedModel) -> None:
         """A loaded model gets its metrics and batcher and becomes ready (on the event loop)."""
@@ -141,7 +152,12 @@ class ServeApp:
 
     async def _http(self, scope, receive, send):
         method = scope["method"]
-        parts = tuple(p for p in scope["path"].split("/") if p)
+        path = scope["path"]
+        parts = self._paths.get(path)
+        if parts is None:   # split once per distinct path: clients send the same few paths over and over
+            parts = tuple(p for p in path.split("/") if p)
+            if len(self._paths) < 4096:
+                self._paths[path] = parts
         headers = {}
         for k, v in scope["headers"]:
             if k in (b"content-length", b"inference-header-content-length", b"content-encoding",

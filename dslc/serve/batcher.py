@@ -17,12 +17,15 @@ Inline execution (the idle fast path): when a request arrives while nothing is p
 model, the hand-off to a worker thread and back (a queue put, a thread wake-up, a call_soon_threadsafe wake-up
 of the loop: ~70 us of latency) costs more than a small model's whole session.run.  So the batcher, instead of
 handing the request over at once, schedules one flush with call_soon: request handlers that are already ready to
-run on the loop (other connections' requests read in the same I/O pass) still join the queue before it.  If the
-flush finds exactly that one request, and still nothing executing, it runs the execution right there on the loop
-thread; otherwise it dispatches the queue as usual, so concurrent requests are batched exactly as before.  The
-inline execution goes through the same _execute/_finish code (stats, metrics, errors to that request only).  It
-is used only with no queue delay and for models whose batch-1 run measured at warm-up is under
-INLINE_MAX_MS (model.run1_ms), since it blocks the loop while it runs.
+run on the loop (other connections' requests read in the same I/O pass) still join the queue before it.  The
+flush then runs what is pending right there on the loop thread, one batch (formed as above) after another, as
+long as nothing executes on a worker.  A batch of more than one row runs inline only when a full batch is cheap
+too (model.run_max_ms, measured at warm-up, under INLINE_BATCH_MAX_MS); otherwise it goes to a worker as usual.
+Under load this keeps a small model's executions off the worker thread altogether: no GIL hand-over and no
+thread wake-up per batch.  The inline
+execution goes through the same _execute/_finish code (stats, metrics, errors to that batch only).  It is used
+only with no queue delay and for models whose batch-1 run measured at warm-up is under INLINE_MAX_MS
+(model.run1_ms), since it blocks the loop while it runs.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from collections import deque
 import numpy as np
 
 INLINE_MAX_MS = 1.0     # run a lone request on the loop thread only when a batch-1 run takes less than this
+INLINE_BATCH_MAX_MS = 2.0   # ... and a merged batch only when a full batch (max_batch_size rows) takes less
 
 
 class _Pending:
@@ -76,6 +80,10 @@ class Batcher:
         self.executions = 0
         run1_ms = getattr(model, "run1_ms", None)
         self.inline = self.delay == 0 and run1_ms is not None and run1_ms < INLINE_MAX_MS
+        run_max_ms = getattr(model, "run_max_ms", None)
+        # the most rows one inline execution may take: a whole batch when a full one is cheap, else one
+        self.inline_rows = (self.max_rows if self.inline and self.max_rows and run_max_ms is not None
+                            and run_max_ms < INLINE_BATCH_MAX_MS else 1)
         self.inline_executions = 0
         self._flush_armed = False
 
@@ -97,39 +105,48 @@ class Batcher:
         return fut
 
     def _flush(self) -> None:
+        """Run what is pending on the loop thread while each batch is cheap enough (see the module docstring);
+        a batch that is not goes to a worker as usual."""
         self._flush_armed = False
-        if len(self.pending) == 1 and self.slots == self.model.instances:
-            batch = [self.pending.popleft()]
+        while self.pending and self.slots == self.model.instances:
+            batch = self._take(self.pending[0])
             self.slots -= 1
+            if sum(p.rows for p in batch) > self.inline_rows:
+                self._jobs.put(batch)
+                return
             self.inline_executions += 1
             try:
                 result, exc = self._execute(batch), None
-            except Exception as e:  # noqa: BLE001 - handed to the request's future, as from a worker
+            except Exception as e:  # noqa: BLE001 - handed to the requests' futures, as from a worker
                 result, exc = None, e
-            self._finish(batch, result, exc)
-        else:
-            self._dispatch()
+            self._finish(batch, result, exc, dispatch=False)
+        self._dispatch()
 
     # ------------------------------------------------------------------------------------------- scheduling
 
     def _dispatch(self) -> None:
         while self.slots > 0 and self.pending:
             head = self.pending[0]
-            if not self.max_rows:
-                batch = [self.pending.popleft()]
-            else:
-                batch, contiguous, full = self._collect(head)
-                if not full and self.delay > 0 and self.loop.time() < head.deadline:
+            if self.max_rows and self.delay > 0 and self.loop.time() < head.deadline:
+                batch, _, full = self._collect(head)
+                if not full:
                     self._arm(head.deadline)
                     return
-                if contiguous:
-                    for _ in batch:
-                        self.pending.popleft()
-                else:
-                    taken = {id(p) for p in batch}
-                    self.pending = deque(p for p in self.pending if id(p) not in taken)
             self.slots -= 1
-            self._jobs.put(batch)
+            self._jobs.put(self._take(head))
+
+    def _take(self, head: _Pending) -> list[_Pending]:
+        """Remove and return the next batch headed by `head`: alone, or merged with the requests of its key."""
+        if not self.max_rows:
+            return [self.pending.popleft()]
+        batch, contiguous, _ = self._collect(head)
+        if contiguous:
+            for _ in batch:
+                self.pending.popleft()
+        else:
+            taken = {id(p) for p in batch}
+            self.pending = deque(p for p in self.pending if id(p) not in taken)
+        return batch
 
     def _collect(self, head: _Pending):
         batch, rows, contiguous, full = [], 0, True, False
@@ -207,7 +224,7 @@ class Batcher:
                 start = end
         return results, t0, time.perf_counter()
 
-    def _finish(self, batch: list[_Pending], result, exc) -> None:
+    def _finish(self, batch: list[_Pending], result, exc, dispatch: bool = True) -> None:
         self.slots += 1
         self.executions += 1
         if exc is not None:
@@ -236,7 +253,8 @@ class Batcher:
                     self.metrics.queue.observe(q)
                 if not p.future.done():
                     p.future.set_result(r)
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
 
     def close(self) -> None:
         """Stop the workers after the executions already handed to them."""

@@ -151,7 +151,9 @@ class ServedModel:
         self.notes: list[str] = []
         self.warmup_ms = 0.0
         self.run1_ms: float | None = None   # a warm batch-1 session.run, measured after warm-up (None: unknown)
+        self.run_max_ms: float | None = None   # ... and one of max_batch_size rows, when requests are merged
         self.stats = Stats()
+        self.header_plans: dict = {}   # dslc.serve.protocol: checked request headers by their bytes
         self.batcher = None
         self.mmetrics = None
 
@@ -235,32 +237,40 @@ class ServedModel:
         rows = [1] + ([self.max_batch_size] if self.merging else [])
         t0 = time.perf_counter()
         for n in rows:
-            feed = {}
-            for s in self.inputs:
-                shape = [d if d >= 0 else 1 for d in s.shape]
-                if self.max_batch_size > 0:
-                    shape[0] = n
-                feed[s.name] = np.zeros(shape, s.dtype)
             try:
-                self.session.run(None, feed)
+                self.session.run(None, self._zeros(n))
             except Exception as e:
                 self.notes.append(f"warm-up with zeros of batch {n} failed ({str(e).strip().splitlines()[-1][:160]}); "
                                   f"serving anyway")
                 break
         else:
             self.warmup_ms = (time.perf_counter() - t0) * 1e3
-            feed = {s.name: np.zeros([d if d >= 0 else 1 for d in s.shape], s.dtype) for s in self.inputs}
-            best = float("inf")
-            try:
-                for _ in range(3):
-                    t1 = time.perf_counter()
-                    self.session.run(None, feed)
-                    best = min(best, time.perf_counter() - t1)
-                self.run1_ms = best * 1e3
-            except Exception:  # noqa: BLE001 - only a hint for the batcher's inline fast path
-                self.run1_ms = None
+            try:   # only hints for the batcher's inline execution
+                self.run1_ms = self._best_run_ms(1)
+                self.run_max_ms = self._best_run_ms(self.max_batch_size) if self.merging else None
+            except Exception:  # noqa: BLE001 - no hint: the batcher never runs inline
+                self.run1_ms = self.run_max_ms = None
             return
         self.warmup_ms = (time.perf_counter() - t0) * 1e3
+
+    def _zeros(self, rows: int) -> dict[str, np.ndarray]:
+        """A feed of zeros with `rows` rows (variable dims 1)."""
+        feed = {}
+        for s in self.inputs:
+            shape = [d if d >= 0 else 1 for d in s.shape]
+            if self.max_batch_size > 0:
+                shape[0] = rows
+            feed[s.name] = np.zeros(shape, s.dtype)
+        return feed
+
+    def _best_run_ms(self, rows: int, tries: int = 3) -> float:
+        feed = self._zeros(rows)
+        best = float("inf")
+        for _ in range(tries):
+            t1 = time.perf_counter()
+            self.session.run(None, feed)
+            best = min(best, time.perf_counter() - t1)
+        return best * 1e3
 
     # --------------------------------------------------------------------------------------------- execution
 

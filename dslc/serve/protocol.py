@@ -177,9 +177,55 @@ def check_output_request(model, name: str, seen: set, classification=False, shar
         raise _bad(f"output '{name}': shared-memory tensors are not supported by this server")
 
 
+# Requests whose every input comes as binary data: the checked JSON header, keyed by its bytes.  A client sends
+# the same header bytes for every request of one shape (tritonclient builds it from names, datatypes, shapes and
+# sizes only), so the parse and every check above are done once per distinct header; later requests only slice
+# their binary section.  The plan depends on nothing but the header bytes and the model, and is kept per model
+# (a reloaded model starts empty); the binary section's length is still checked per request.
+HEADER_PLANS_MAX = 256
+
+
+class _HeaderPlan:
+    __slots__ = ("id", "inputs", "outputs", "batch", "binary_size")
+
+    def __init__(self, req: InferRequest):
+        self.id = req.id
+        self.inputs = [(n, a.dtype, a.shape) for n, a in req.inputs.items()]
+        self.outputs = req.outputs
+        self.batch = req.batch
+        self.binary_size = sum(a.nbytes for a in req.inputs.values())
+
+    def request(self, binary: memoryview) -> InferRequest:
+        inputs = {}
+        offset = 0
+        for name, dtype, shape in self.inputs:
+            arr = np.frombuffer(binary, dtype, math.prod(shape), offset).reshape(shape)
+            offset += arr.nbytes
+            inputs[name] = arr
+        return InferRequest(self.id, inputs, self.outputs, self.batch)
+
+
 def parse_infer_request(body: bytes, header_length: str | None, model) -> InferRequest:
     """Parse and check an inference request for `model` (an object with name, inputs, outputs, input_index,
     output_index, max_batch_size)."""
+    plans = getattr(model, "header_plans", None)
+    if plans is not None and header_length is not None and header_length.isdigit():
+        hl = int(header_length)
+        head = body[:hl]
+        plan = plans.get(head)
+        if plan is not None and len(body) - hl == plan.binary_size:
+            return plan.request(memoryview(body)[hl:])
+        req, all_binary = _parse(body, header_length, model)
+        if all_binary:
+            if len(plans) >= HEADER_PLANS_MAX:
+                plans.clear()
+            plans[head] = _HeaderPlan(req)
+        return req
+    return _parse(body, header_length, model)[0]
+
+
+def _parse(body: bytes, header_length: str | None, model) -> tuple[InferRequest, bool]:
+    """The request and whether every input came as binary data."""
     if header_length is not None:
         try:
             hl = int(header_length)
@@ -211,6 +257,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
 
     given: dict[str, np.ndarray] = {}
     offset = 0
+    all_binary = True
     for i, inp in enumerate(raw_inputs):
         if not isinstance(inp, dict):
             raise _bad(f"inputs[{i}] must be a JSON object")
@@ -246,6 +293,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
             offset += size
         elif "data" in inp:
             arr = _from_json(name, inp["data"], spec, shape)
+            all_binary = False
         else:
             raise _bad(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
         given[name] = arr
@@ -278,7 +326,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model) -> InferR
             if not isinstance(b, bool):
                 raise _bad(f"output '{name}': parameters.binary_data must be true or false")
             outputs.append((name, b))
-    return InferRequest(rid, inputs, outputs, batch)
+    return InferRequest(rid, inputs, outputs, batch), all_binary
 
 
 # JSON fragments of the response header, built once per model and per output: the header is assembled from
@@ -327,10 +375,32 @@ def _json_data(arr: np.ndarray) -> str:
     return _dumps(flat.tolist())
 
 
+# Response headers of all-binary answers without a request id, keyed by what they are made of (model, version,
+# the requested outputs and their shapes): a stream of same-shaped requests gets the header bytes from here.
+_BINARY_HEADS: dict[tuple, bytes] = {}
+
+
 def encode_infer_response(model_name: str, version: str, request_id: str | None,
                           outputs: list[tuple[str, bool]], results: dict[str, np.ndarray],
                           datatypes: dict[str, str]) -> tuple[bytes, int | None]:
     """Body bytes and, when some output went binary, the JSON header length for Inference-Header-Content-Length."""
+    if request_id is None and outputs and all([b for _, b in outputs]):
+        arrays = [results[name] for name, _ in outputs]
+        key = (model_name, version, tuple(outputs), tuple([a.shape for a in arrays]),
+               tuple([a.dtype.str for a in arrays]))
+        head = _BINARY_HEADS.get(key)
+        if head is None:
+            body, hlen = _encode(model_name, version, None, outputs, results, datatypes)
+            head = body[:hlen]
+            if len(_BINARY_HEADS) >= HEADER_PLANS_MAX:
+                _BINARY_HEADS.clear()
+            _BINARY_HEADS[key] = head
+        return b"".join([head, *[a.tobytes() for a in arrays]]), len(head)
+    return _encode(model_name, version, request_id, outputs, results, datatypes)
+
+
+def _encode(model_name: str, version: str, request_id: str | None, outputs: list[tuple[str, bool]],
+            results: dict[str, np.ndarray], datatypes: dict[str, str]) -> tuple[bytes, int | None]:
     prefix = _PREFIX.get((model_name, version))
     if prefix is None:
         prefix = _PREFIX[(model_name, version)] = f'{{"model_name":{_dumps(model_name)},"model_version":{_dumps(version)}'

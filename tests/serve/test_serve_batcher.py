@@ -223,6 +223,30 @@ def test_requests_arriving_together_are_still_batched_on_the_worker():
     assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(10)]
 
 
+def test_cheap_full_batches_run_inline_and_dear_ones_on_the_worker():
+    """A model whose full batch measured cheap at warm-up: concurrent requests are merged and run on the loop
+    thread, max_batch_size rows at a time, in arrival order.  Measured dear (or not measured): the worker runs them."""
+    async def main(run_max_ms):
+        m = ThreadRecordingModel(max_batch_size=4, delay_ms=0)
+        m.run_max_ms = run_max_ms
+        b = Batcher(m, asyncio.get_running_loop())
+        res = await asyncio.gather(*(b.submit(_x(v), 1) for v in range(10)))
+        n = b.inline_executions
+        b.close()
+        return m, res, n
+
+    m, res, n = _run(main(0.05))
+    assert n == 3 and m.calls == [4, 4, 2]
+    assert m.threads == [threading.main_thread().name] * 3
+    assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(10)]
+    assert m.stats.execution_count == 3 and m.stats.inference_count == 10
+
+    m, res, n = _run(main(5.0))
+    assert n == 0 and m.calls == [4, 4, 2]
+    assert all(t.startswith("dslc-fake-") for t in m.threads)
+    assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(10)]
+
+
 def test_inline_error_reaches_only_its_request():
     m = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
 
@@ -271,7 +295,8 @@ def test_inline_and_batched_answers_are_identical_on_a_real_model():
         return alone, together, n_inline, b.inline_executions
 
     alone, together, n1, n2 = _run(main())
-    assert n1 == 6 and n2 == 6
+    assert m.run_max_ms is not None and m.run_max_ms < 2.0   # a full batch of LeNet is cheap: batches run inline
+    assert n1 == 6 and n2 == 7
     assert m.stats.batches[6][0] == 1
     for a, t in zip(alone, together):
         assert set(a) == set(t)

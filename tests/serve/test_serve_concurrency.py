@@ -65,7 +65,7 @@ def _stats(url: str, model: str) -> dict:
 @pytest.fixture(scope="module")
 def server_no_delay(model_dir):
     """Queue delay 0: a request that finds its model idle runs inline on the event loop thread (the idle fast
-    path), and requests that arrive together must still be batched on the worker."""
+    path), and requests that arrive together must still be batched (on the loop too when a full batch is cheap)."""
     from serve_helpers import ServerProcess
     s = ServerProcess([str(model_dir / f"{n}.onnx") for n in ("lenet", "two_io", "fixed", "varlen")] + [
                        "--max-batch-size", "16", "--max-queue-delay-ms", "0"])
