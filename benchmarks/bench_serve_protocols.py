@@ -12,6 +12,8 @@ for a server with that many worker processes.  Load generators, in this process,
 client, pre-built requests, every answer checked: HTTP through a small asyncio HTTP/1.1 keep-alive client
 (bench_serve.py's), gRPC through grpc.aio with tritonclient's generated messages (what tritonclient.grpc sends).
 Client and server share the machine's cores: on a small machine the client is part of what limits throughput.
+So HTTP-binary is also loaded by wrk (C, one thread; rows marked "(wrk)", with their own floor row) where wrk is
+installed: it spends a fraction of the asyncio client's CPU per request, leaving the cores to the server.
 Rounds alternate the order of the protocols; each point keeps its best round (the least disturbed).
 """
 from __future__ import annotations
@@ -127,6 +129,47 @@ def grpc_with_cpu(srv, reqs, c, seconds) -> dict:
     return r
 
 
+# ------------------------------------------------------------------------------------------- wrk (C) load
+
+_WRK_SCRIPT = """
+local f = io.open("{body}", "rb"); local body = f:read("*all"); f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Inference-Header-Content-Length"] = "{hl}"
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk_with_cpu(srv, model: str, input_name: str, shape: tuple, c: int, seconds: float, tmp: Path) -> dict:
+    """HTTP-binary load from wrk (one thread, c connections, the same request every time): a load generator in C,
+    so that far less of the 2 cores goes to the client than with the asyncio client.  Same request bytes as
+    build_requests' first request."""
+    import subprocess
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    head = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": list(shape),
+                                   "parameters": {"binary_data_size": x.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    body = tmp / f"wrk_{model}.bin"
+    body.write_bytes(head + x.tobytes())
+    script = tmp / f"wrk_{model}.lua"
+    script.write_text(_WRK_SCRIPT.replace("{body}", str(body)).replace("{hl}", str(len(head))))
+    url = f"http://127.0.0.1:{srv.port}/v2/models/{model}/infer"
+    subprocess.run(["wrk", "-t1", f"-c{c}", "-d1s", "-s", str(script), url], capture_output=True, timeout=60)  # warm-up
+    c0 = process_cpu_s(srv.proc.pid)
+    out = subprocess.run(["wrk", "-t1", f"-c{c}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = process_cpu_s(srv.proc.pid) - c0
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {q: float(v) * _UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(int(v) for v in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return {"concurrency": c, "requests": n, "errors": errors, "rps": rps, "p50_ms": lat.get("50", float("nan")),
+            "p99_ms": lat.get("99", float("nan")), "server_cpu_us_per_req": cpu / max(n, 1) * 1e6}
+
+
 # A trivial grpc.aio servicer on uvloop answering every ModelInfer with a canned response: what gRPC in Python,
 # the client and the loopback round trip cost before dslc does anything (the gRPC twin of bench_serve's HTTP floor).
 _GRPC_FLOOR = r"""
@@ -210,6 +253,9 @@ def bench_model(name: str, tmp: Path, args) -> dict:
                          "gRPC": lambda c: grpc_with_cpu(srv, grpc_reqs, c, args.seconds)}
             if label != "1 worker":   # the workers rows: the protocol that scales furthest
                 protocols = {"HTTP-binary": protocols["HTTP-binary"]}
+            if args.wrk:
+                protocols["HTTP-binary (wrk)"] = lambda c: wrk_with_cpu(srv, name, input_name, shape, c,
+                                                                        args.seconds, tmp)
             raw = {(p, c): [] for p in protocols for c in levels}
             for rnd in range(args.rounds):
                 order = list(protocols) if rnd % 2 == 0 else list(reversed(list(protocols)))
@@ -227,7 +273,15 @@ def bench_model(name: str, tmp: Path, args) -> dict:
                 results["rows"][f"{p}, {label}"] = row
         finally:
             srv.stop()
-    for label, by_c in measure_floors(input_name, shape, levels, args).items():
+    floors = measure_floors(input_name, shape, levels, args)
+    if args.wrk:
+        srv = FloorServer()
+        try:
+            floors["HTTP floor (wrk)"] = {c: best([wrk_with_cpu(srv, "floor", input_name, shape, c, args.seconds, tmp)
+                                                   for _ in range(args.rounds)]) for c in levels}
+        finally:
+            srv.stop()
+    for label, by_c in floors.items():
         row = {}
         for c, r in by_c.items():
             r["ratio"] = r["rps"] / ref[c]["rows_per_s"]
@@ -265,7 +319,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, action="append", default=None,
                     help="also measure a server with this many workers (repeatable; default 2)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--no-wrk", dest="wrk", action="store_false",
+                    help="skip the rows loaded by wrk (a C load generator; they need `wrk` on PATH)")
     args = ap.parse_args(argv)
+    import shutil
+    if args.wrk and shutil.which("wrk") is None:
+        print("wrk not found (apt-get install wrk): the rows loaded by wrk are left out")
+        args.wrk = False
     args.workers = [2] if args.workers is None else [w for w in args.workers if w > 1]
     import shutil
     import tempfile
