@@ -247,6 +247,29 @@ def test_cheap_full_batches_run_inline_and_dear_ones_on_the_worker():
     assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(10)]
 
 
+def test_inline_flush_waits_a_pass_for_more_once_requests_come_together():
+    """After an inline execution that merged requests, a flush with room left lets the loop go round before
+    running, so requests submitted in the next iteration join the batch.  Lone traffic never waits."""
+    async def main(warm):
+        m = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
+        m.run_max_ms = 0.05
+        b = Batcher(m, asyncio.get_running_loop())
+        if warm:
+            await asyncio.gather(*(b.submit(_x(v), 1) for v in range(2)))   # one execution of 2 rows
+        first = [b.submit(_x(v), 1) for v in range(3)]
+        await asyncio.sleep(0)                      # one loop iteration later: three more
+        later = [b.submit(_x(v), 1) for v in range(3, 6)]
+        res = await asyncio.gather(*first, *later)
+        b.close()
+        return m, res
+
+    m, res = _run(main(warm=True))
+    assert m.calls == [2, 6]
+    assert [float(r["y"][0, 0]) for r in res] == [v + 1.0 for v in range(6)]
+    m, res = _run(main(warm=False))                 # nothing merged yet: the first flush does not wait
+    assert m.calls == [3, 3]
+
+
 def test_inline_error_reaches_only_its_request():
     m = ThreadRecordingModel(max_batch_size=8, delay_ms=0)
 
