@@ -65,10 +65,12 @@ def test_formatting_keeps_the_graph_and_is_idempotent(path):
 
 
 def test_the_networks_and_the_standard_library_are_formatted():
-    """What CI runs: `dslc fmt --check` on networks/ and dslc/std/ (the lead re-runs fmt when merging)."""
+    """What CI runs: `dslc fmt --check` on every .net file we ship or measure: networks/, dslc/std/, and the
+    networks of benchmarks/ and experiments/ (the lead re-runs fmt when merging)."""
     out, err = io.StringIO(), io.StringIO()
+    dirs = [ROOT / "networks", std_dir(), ROOT / "benchmarks" / "nets", ROOT / "experiments" / "nets"]
     with redirect_stdout(out), redirect_stderr(err):
-        status = main(["fmt", "--check", str(ROOT / "networks"), str(std_dir())])
+        status = main(["fmt", "--check", *[str(d) for d in dirs if d.is_dir()]])
     assert status == 0, out.getvalue()
 
 
