@@ -63,6 +63,7 @@ class ServeApp:
         self.answered = 0       # ... and got a response (success or error)
         self._load_task = None
         self._paths: dict[str, tuple] = {}
+        self._infer_routes: dict[bytes, tuple | None] = {}
         self.services: list = []   # objects with async start(app) / stop(), run with the app (dslc.serve.grpc_server)
         if control is None:   # the repository index answers in every mode; load/unload need one
             from dslc.serve.repository import ModelControl
@@ -316,43 +317,111 @@ class ServeApp:
         a ProtocolError (or _Disconnected); the caller sends the reply and then counts it answered -- an error
         is counted answered here."""
         m = self._lookup(name, version, need_ready=True)
-        mm = m.mmetrics
-        t0 = time.perf_counter()
-        self.accepted += 1
-        mm.inflight.inc()
-        st = m.stats
+        t0 = self.accept(m)
         try:
             try:
                 reply = await answer(m)
-            except ExecutionError as e:
-                raise ProtocolError(400 if e.bad_input else 500, str(e)) from None
             except (ProtocolError, _Disconnected):
                 raise
-            except Exception as e:  # a dslc bug: answer 500 and keep serving
-                log("internal error while answering an inference request:\n" + traceback.format_exc().rstrip())
-                raise ProtocolError(500, f"internal server error: {type(e).__name__}: {e}") from None
+            except Exception as e:
+                raise self.as_protocol_error(e) from None
         except ProtocolError as e:
-            mm.inflight.dec()
-            mm.failure(e.status)
-            st.fail_count += 1
-            st.fail_ns += int((time.perf_counter() - t0) * 1e9)
-            if e.status >= 500:
-                log(f"error: {e.message}")
-            self.answered += 1
+            self.failed(m, t0, e)
             raise
         except (_Disconnected, asyncio.CancelledError):   # the client went away (HTTP) or cancelled (gRPC)
-            mm.inflight.dec()
-            mm.failure(499)
-            self.answered += 1
+            self.dropped(m)
             raise
+        self.succeeded(m, t0)
+        return reply
+
+    # The bookkeeping of one inference request, shared by the ASGI route, the gRPC service and the HTTP
+    # protocol's own infer path (dslc.serve.infer_http): accept, then exactly one of succeeded / failed / dropped.
+
+    def accept(self, m: ServedModel) -> float:
+        self.accepted += 1
+        m.mmetrics.inflight.inc()
+        return time.perf_counter()
+
+    @staticmethod
+    def succeeded(m: ServedModel, t0: float) -> None:
+        """The caller counts it answered once the reply is on its way."""
         dt = time.perf_counter() - t0
+        mm = m.mmetrics
         mm.request.observe(dt)
         mm.success.inc()
         mm.inflight.dec()
+        st = m.stats
         st.success_count += 1
         st.success_ns += int(dt * 1e9)
         st.last_inference_ms = int(time.time() * 1000)
-        return reply
+
+    def failed(self, m: ServedModel, t0: float, e: ProtocolError) -> None:
+        """Counted answered here: the error reply is the caller's next step."""
+        mm = m.mmetrics
+        mm.inflight.dec()
+        mm.failure(e.status)
+        st = m.stats
+        st.fail_count += 1
+        st.fail_ns += int((time.perf_counter() - t0) * 1e9)
+        if e.status >= 500:
+            log(f"error: {e.message}")
+        self.answered += 1
+
+    def dropped(self, m: ServedModel) -> None:
+        """The client went away before its reply."""
+        m.mmetrics.inflight.dec()
+        m.mmetrics.failure(499)
+        self.answered += 1
+
+    @staticmethod
+    def as_protocol_error(e: BaseException) -> ProtocolError:
+        """What an inference failure answers: onnxruntime's complaints as 400/500, a dslc bug as a logged 500."""
+        if isinstance(e, ProtocolError):
+            return e
+        if isinstance(e, ExecutionError):
+            return ProtocolError(400 if e.bad_input else 500, str(e))
+        log("internal error while answering an inference request:\n" +
+            "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
+        return ProtocolError(500, f"internal server error: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------- infer, answered by the HTTP protocol
+
+    def infer_route(self, url: bytes):
+        """(model name, version or None) when `url` is an infer endpoint, else None; cached by the URL bytes.
+        A query string, a %-escape or a non-ASCII byte goes the ASGI way (None)."""
+        hit = self._infer_routes.get(url, False)
+        if hit is False:
+            hit = None
+            if url.isascii() and b"?" not in url and b"%" not in url:
+                parts = tuple(p for p in url.decode("ascii").split("/") if p)
+                if len(parts) >= 4 and parts[:2] == ("v2", "models") and parts[-1] == "infer":
+                    if len(parts) == 4:
+                        hit = (parts[2], None)
+                    elif len(parts) == 6 and parts[3] == "versions":
+                        hit = (parts[2], parts[4])
+            if len(self._infer_routes) < 4096:
+                self._infer_routes[url] = hit
+        return hit
+
+    def infer_begin(self, reply) -> None:
+        """Headers in: the same checks, in the same order, as the ASGI route before it reads the body (API key,
+        model lookup, declared length).  Raises ProtocolError; sets reply.model and reply.t0 once accepted."""
+        headers = reply.headers
+        if self.api_key is not None:
+            self._check_auth(headers)
+        m = self._lookup(*reply.target, need_ready=True)
+        reply.model, reply.t0 = m, self.accept(m)
+        self._check_declared_length(headers)
+
+    def infer_body(self, reply, body: bytes) -> None:
+        """Body in: decode and queue; the batcher resolves `reply` (a future-like sink).  Raises ProtocolError."""
+        headers = reply.headers
+        enc = headers.get(b"content-encoding")
+        if enc is not None:
+            body = self._decompress(body, enc.decode("latin-1").strip().lower())
+        req = parse_infer_request(body, self._header_length(headers), reply.model)
+        reply.request = req
+        reply.model.batcher.submit(req.inputs, req.batch, reply)
 
     @staticmethod
     def _header_length(headers):
@@ -361,15 +430,7 @@ class ServeApp:
 
     async def _read_body(self, receive, headers) -> bytes:
         limit = self.max_body_size
-        cl = headers.get(b"content-length")
-        if cl is not None:
-            try:
-                declared = int(cl)
-            except ValueError:
-                raise ProtocolError(400, "Content-Length is not an integer") from None
-            if declared > limit:
-                raise ProtocolError(413, f"request body of {declared} bytes is over the limit of {limit} bytes "
-                                         f"(--max-body-size)")
+        self._check_declared_length(headers)
         chunks = []
         total = 0
         while True:
@@ -380,7 +441,7 @@ class ServeApp:
             if chunk:
                 total += len(chunk)
                 if total > limit:
-                    raise ProtocolError(413, f"request body is over the limit of {limit} bytes (--max-body-size)")
+                    raise self.body_over_limit()
                 chunks.append(chunk)
             if not msg.get("more_body", False):
                 break
@@ -389,6 +450,20 @@ class ServeApp:
         if enc is not None:
             body = self._decompress(body, enc.decode("latin-1").strip().lower())
         return body
+
+    def _check_declared_length(self, headers) -> None:
+        cl = headers.get(b"content-length")
+        if cl is not None:
+            try:
+                declared = int(cl)
+            except ValueError:
+                raise ProtocolError(400, "Content-Length is not an integer") from None
+            if declared > self.max_body_size:
+                raise ProtocolError(413, f"request body of {declared} bytes is over the limit of "
+                                         f"{self.max_body_size} bytes (--max-body-size)")
+
+    def body_over_limit(self) -> ProtocolError:
+        return ProtocolError(413, f"request body is over the limit of {self.max_body_size} bytes (--max-body-size)")
 
     def _decompress(self, body: bytes, enc: str) -> bytes:
         if enc in ("", "identity"):

@@ -97,9 +97,11 @@ class Batcher:
 
     # ---------------------------------------------------------------------------------------------- requests
 
-    def submit(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future:
-        """Queue one request; the future resolves to its outputs, {name: array}."""
-        fut = self.loop.create_future()
+    def submit(self, inputs: dict[str, np.ndarray], rows: int, sink=None):
+        """Queue one request; the future resolves to its outputs, {name: array}.  `sink`: resolve that instead
+        of a new future -- any object with done(), set_result() and set_exception(), called on the loop (the
+        HTTP protocol's own infer path writes its response from set_result: no future, no callback hop)."""
+        fut = self.loop.create_future() if sink is None else sink
         deadline = self.loop.time() + self.delay if self.delay else 0.0   # read only when there is a delay
         key = tuple((a.shape[1:], a.dtype.str) for a in inputs.values()) if self.max_rows else None
         self.pending.append(_Pending(key, inputs, rows, fut, time.perf_counter(), deadline))

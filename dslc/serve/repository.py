@@ -40,8 +40,8 @@ class _Unloaded:
         self.name = name
         self.loop = loop
 
-    def submit(self, inputs, rows):
-        fut = self.loop.create_future()
+    def submit(self, inputs, rows, sink=None):
+        fut = self.loop.create_future() if sink is None else sink
         fut.set_exception(ProtocolError(503, f"model '{self.name}' was unloaded while the request was read"))
         return fut
 

@@ -200,6 +200,16 @@ def _server_class():
     return _Server
 
 
+def http_protocol():
+    """uvicorn's httptools protocol with the infer route answered by the protocol itself (dslc.serve.infer_http);
+    without httptools, uvicorn's choice ("auto": h11), every route through the ASGI app."""
+    try:
+        from dslc.serve.infer_http import InferHttpProtocol
+    except ImportError:
+        return "auto"
+    return InferHttpProtocol
+
+
 def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | None, max_body_size: int,
           banner: str = "", control: dict | None = None, grpc_port: int | None = None, sock=None,
           share: tuple[str, int] | None = None) -> int:
@@ -239,8 +249,8 @@ def serve(models: list[ServedModel], *, host: str, port: int, api_key: str | Non
         from dslc.serve.workers import SNAPSHOT_SECONDS
         metrics.share(*share)
         app.services.append(MetricsSnapshots(metrics, SNAPSHOT_SECONDS))
-    # loop/http "auto": uvloop and httptools when installed
-    config = uvicorn.Config(app, loop="auto", http="auto", lifespan="on", log_level="warning", access_log=False,
+    # loop "auto": uvloop when installed
+    config = uvicorn.Config(app, loop="auto", http=http_protocol(), lifespan="on", log_level="warning", access_log=False,
                             server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=30,
                             timeout_graceful_shutdown=None)
     server = _server_class()(config)
