@@ -2,7 +2,9 @@
 
 A raw ASGI callable rather than a framework router: the inference path is short (parse, queue, encode) and
 every microsecond of per-request overhead shows at concurrency 1.  uvicorn (httptools + uvloop when installed)
-does the HTTP.
+does the HTTP; with httptools, POST .../infer does not come here at all but is answered by uvicorn's protocol
+itself (dslc.serve.infer_http, through infer_begin / infer_body below): this ASGI route still answers it under
+h11, with a query string, or with Expect: 100-continue, and the two give the same bytes.
 
     GET  /v2/health/live | /v2/health/ready | /v2
     GET  /v2/models/{name}[/versions/{v}]            model metadata
