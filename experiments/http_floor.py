@@ -17,19 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-SERVER = r"""
-import socket, sys, uvicorn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_serve import _FLOOR  # noqa: E402 - the empty ASGI app on uvicorn, bench_serve's HTTP floor
+
+# the same server with the answer written from the protocol: no ASGI task, one write
+_PROTOCOL = r"""
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-body = b'{"model_name":"floor","outputs":[]}'
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:
-        more = (await receive()).get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-    await send({"type": "http.response.body", "body": body})
 RESP = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body
 class Protocol(HttpToolsProtocol):
     def on_headers_complete(self):
@@ -38,12 +31,10 @@ class Protocol(HttpToolsProtocol):
         pass
     def on_message_complete(self):
         self.transport.write(RESP)
-sock = socket.create_server(("127.0.0.1", 0))
-print("port", sock.getsockname()[1], flush=True)
-cfg = uvicorn.Config(app, loop="uvloop", http=Protocol if sys.argv[1] == "protocol" else "httptools",
-                     lifespan="off", log_level="warning", access_log=False, server_header=False, date_header=False)
-uvicorn.Server(cfg).run(sockets=[sock])
 """
+SERVERS = {"asgi": _FLOOR,
+           "protocol": _FLOOR.replace("sock = socket.create_server", _PROTOCOL + "sock = socket.create_server")
+                             .replace('http="httptools"', "http=Protocol")}
 
 
 def cpu_s(pid: int) -> float:
@@ -52,9 +43,10 @@ def cpu_s(pid: int) -> float:
 
 
 def measure(kind: str, c: int, seconds: float, lua: Path) -> str:
-    p = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", SERVERS[kind]], stdout=subprocess.PIPE, text=True)
     try:
-        url = f"http://127.0.0.1:{int(p.stdout.readline().split()[1])}/v2/models/floor/infer"
+        port = re.search(r"127.0.0.1:(\d+)", p.stdout.readline()).group(1)
+        url = f"http://127.0.0.1:{port}/v2/models/floor/infer"
         time.sleep(0.5)
         subprocess.run(["wrk", "-t1", f"-c{c}", "-d1s", "-s", str(lua), url], capture_output=True)
         c0 = cpu_s(p.pid)
