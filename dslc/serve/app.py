@@ -35,6 +35,21 @@ METRICS_TYPE = CONTENT_TYPE.encode()
 _HEALTH = (("v2", "health", "live"), ("v2", "health", "ready"))
 
 
+# the request headers the server reads; every other header is skipped without a look
+REQUEST_HEADERS = frozenset((b"content-length", b"inference-header-content-length", b"content-encoding",
+                             b"authorization"))
+
+
+def error_reply(e: ProtocolError) -> tuple[bytes, list]:
+    """The body and extra headers of an error answer, whichever path sends it."""
+    extra = []
+    if e.status == 401:
+        extra.append((b"www-authenticate", b"Bearer"))
+    elif e.status == 405:
+        extra.append((b"allow", getattr(e, "allow", "GET").encode()))
+    return json.dumps({"error": e.message}, separators=(",", ":")).encode(), extra
+
+
 def log(msg: str) -> None:
     print(f"dslc serve: {msg}", file=sys.stderr, flush=True)
 
@@ -156,32 +171,28 @@ class ServeApp:
     async def _http(self, scope, receive, send):
         method = scope["method"]
         path = scope["path"]
-        parts = self._paths.get(path)
-        if parts is None:   # split once per distinct path: clients send the same few paths over and over
-            parts = tuple(p for p in path.split("/") if p)
-            if len(self._paths) < 4096:
-                self._paths[path] = parts
-        headers = {}
-        for k, v in scope["headers"]:
-            if k in (b"content-length", b"inference-header-content-length", b"content-encoding",
-                     b"authorization"):
-                headers[k] = v
+        parts = self._split(path)
+        headers = {k: v for k, v in scope["headers"] if k in REQUEST_HEADERS}
         try:
             if self.api_key is not None and parts not in _HEALTH:
                 self._check_auth(headers)
             await self._route(method, parts, headers, receive, send)
         except ProtocolError as e:
-            extra = []
-            if e.status == 401:
-                extra.append((b"www-authenticate", b"Bearer"))
-            elif e.status == 405:
-                extra.append((b"allow", getattr(e, "allow", "GET").encode()))
-            await self._json(send, e.status, {"error": e.message}, extra)
+            body, extra = error_reply(e)
+            await self._send(send, e.status, body, JSON, extra)
         except _Disconnected:
             return
         except Exception as e:  # a dslc bug outside inference: still a JSON 500, and the server keeps serving
             log(f"internal error on {method} {scope['path']}:\n" + traceback.format_exc().rstrip())
             await self._json(send, 500, {"error": f"internal server error: {type(e).__name__}: {e}"})
+
+    def _split(self, path: str) -> tuple:
+        parts = self._paths.get(path)
+        if parts is None:   # split once per distinct path: clients send the same few paths over and over
+            parts = tuple(p for p in path.split("/") if p)
+            if len(self._paths) < 4096:
+                self._paths[path] = parts
+        return parts
 
     def _check_auth(self, headers):
         got = headers.get(b"authorization", b"")
@@ -395,7 +406,7 @@ class ServeApp:
         if hit is False:
             hit = None
             if url.isascii() and b"?" not in url and b"%" not in url:
-                parts = tuple(p for p in url.decode("ascii").split("/") if p)
+                parts = self._split(url.decode("ascii"))
                 if len(parts) >= 4 and parts[:2] == ("v2", "models") and parts[-1] == "infer":
                     if len(parts) == 4:
                         hit = (parts[2], None)
@@ -418,10 +429,7 @@ class ServeApp:
     def infer_body(self, reply, body: bytes) -> None:
         """Body in: decode and queue; the batcher resolves `reply` (a future-like sink).  Raises ProtocolError."""
         headers = reply.headers
-        enc = headers.get(b"content-encoding")
-        if enc is not None:
-            body = self._decompress(body, enc.decode("latin-1").strip().lower())
-        req = parse_infer_request(body, self._header_length(headers), reply.model)
+        req = parse_infer_request(self._decoded(body, headers), self._header_length(headers), reply.model)
         reply.request = req
         reply.model.batcher.submit(req.inputs, req.batch, reply)
 
@@ -447,11 +455,13 @@ class ServeApp:
                 chunks.append(chunk)
             if not msg.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._decoded(chunks[0] if len(chunks) == 1 else b"".join(chunks), headers)
+
+    def _decoded(self, body: bytes, headers) -> bytes:
         enc = headers.get(b"content-encoding")
-        if enc is not None:
-            body = self._decompress(body, enc.decode("latin-1").strip().lower())
-        return body
+        if enc is None:
+            return body
+        return self._decompress(body, enc.decode("latin-1").strip().lower())
 
     def _check_declared_length(self, headers) -> None:
         cl = headers.get(b"content-length")

@@ -21,13 +21,11 @@ tests/serve/test_serve_infer_http.py holds the two paths to the same bytes).
 """
 from __future__ import annotations
 
-import json
-
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from dslc.serve.protocol import ProtocolError, encode_infer_response
+from dslc.serve.app import REQUEST_HEADERS, error_reply
+from dslc.serve.protocol import encode_infer_response
 
-_WANTED = frozenset((b"content-length", b"inference-header-content-length", b"content-encoding", b"authorization"))
 _JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
 _OCTET_HEAD = b"content-type: application/octet-stream\r\ncontent-length: "
 
@@ -99,7 +97,7 @@ class InferReply:
         self.keep_alive = keep_alive
         self.disconnected = False
         self.response_complete = False
-        self.headers = {n: v for n, v in protocol.headers if n in _WANTED}
+        self.headers = {n: v for n, v in protocol.headers if n in REQUEST_HEADERS}
         self.chunks: list[bytes] = []
         self.size = 0
         self.queued = False     # handed to the batcher (or answered): from here set_result/set_exception end it
@@ -145,8 +143,7 @@ class InferReply:
         try:
             payload, hlen = encode_infer_response(m.name, m.version, req.id, req.outputs, outputs, m.datatypes)
         except Exception as e:  # a dslc bug: answered 500, the batch's other requests unaffected
-            self.resolved = False
-            self.set_exception(e)
+            self._fail(e)
             return
         app.succeeded(m, self.t0)
         if hlen is None:
@@ -156,9 +153,11 @@ class InferReply:
         app.answered += 1
 
     def set_exception(self, exc: BaseException) -> None:
-        if self.resolved:
-            return
-        self.resolved = self.queued = True
+        if not self.resolved:
+            self.resolved = self.queued = True
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
         app = self.protocol.dslc
         e = app.as_protocol_error(exc)
         if self.model is not None:   # accepted: counts as answered, with its metrics
@@ -166,8 +165,8 @@ class InferReply:
                 app.dropped(self.model)
                 return
             app.failed(self.model, self.t0, e)
-        extra = b"www-authenticate: Bearer\r\n" if e.status == 401 else b""
-        self._write(e.status, _JSON_HEAD, json.dumps({"error": e.message}, separators=(",", ":")).encode(), extra)
+        body, extra = error_reply(e)
+        self._write(e.status, _JSON_HEAD, body, b"".join(n + b": " + v + b"\r\n" for n, v in extra))
 
     def drop(self) -> None:
         if not self.resolved and self.model is not None:
